@@ -1,0 +1,1 @@
+"""Benchmarks: each issue's figures, measured side by side in one run."""

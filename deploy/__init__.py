@@ -1,0 +1,1 @@
+"""Deployment: the local launcher, container and Kubernetes files, sample bundles."""

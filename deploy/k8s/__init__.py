@@ -1,0 +1,1 @@
+"""Kubernetes manifests (kustomize) and a Python renderer for them."""

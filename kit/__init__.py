@@ -1,0 +1,1 @@
+"""Minsheng service kit: the runtime every service shares (not contracts; those live in `schema`)."""

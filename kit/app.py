@@ -1,0 +1,187 @@
+"""What every service's `create_app()` shares: runtime resources, health, metrics, errors, middleware."""
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
+
+from kit.clock import Clock
+from kit.db import make_engine, make_session_factory
+from kit.errors import install_error_handlers
+from kit.http import make_http_client
+from kit.inbox import EventConsumer
+from kit.logging import configure_logging
+from kit.middleware import RequestContextMiddleware
+from kit.migrate import current_revision, head_revision
+from kit.outbox import Outbox
+from kit.settings import ServiceSettings
+
+log = logging.getLogger("minsheng.app")
+
+
+@asynccontextmanager
+async def service_runtime(
+    app: FastAPI,
+    settings: ServiceSettings,
+    *,
+    migrations_dir: Path | None = None,
+    outbox_model=None,
+    event_routes: dict[str, list[str]] | None = None,
+    clock: Clock | None = None,
+) -> AsyncIterator[Any]:
+    """Open the database, the shared HTTP client and the outbox relay for the app's lifetime."""
+    state = app.state
+    state.settings = settings
+    state.clock = clock or Clock()
+    state.engine = make_engine(
+        settings.resolved_database_url(),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+    )
+    state.sessions = make_session_factory(state.engine)
+    state.http = make_http_client(
+        connect_timeout=settings.http_connect_timeout,
+        read_timeout=settings.http_read_timeout,
+        max_connections=settings.http_max_connections,
+    )
+    state.migrations_dir = migrations_dir
+    state.schema_ok = await _schema_at_head(state)
+    state.outbox = None
+    if outbox_model is not None:
+        state.outbox = Outbox(
+            model=outbox_model,
+            session_factory=state.sessions,
+            http=state.http,
+            settings=settings,
+            routes=event_routes or {},
+            clock=state.clock,
+        )
+        state.outbox.start()
+    log.info("%s started (mode %s)", settings.service_name, settings.mode)
+    try:
+        yield state
+    finally:
+        if state.outbox is not None:
+            await state.outbox.stop()
+        await state.http.aclose()
+        await state.engine.dispose()
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """An error that means the database is down or restarting, not that the statement was wrong."""
+    # Network errors only (a missing file is an OSError too, and waiting will not bring it back).
+    if isinstance(exc, ConnectionError | TimeoutError | OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+async def retry_while_database_down(step: Callable[[], Awaitable[Any]], *, seconds: float) -> Any:
+    """Run a start-up step, again while the database is unreachable, for up to `seconds`."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(seconds),
+        wait=wait_exponential(multiplier=0.2, max=2.0),
+        retry=retry_if_exception(database_unreachable),
+        before_sleep=lambda rs: log.warning(
+            "database unreachable during start-up (%s); trying again", rs.outcome.exception()
+        ),
+        reraise=True,
+    ):
+        with attempt:
+            return await step()
+    return None
+
+
+async def _schema_at_head(state) -> bool:
+    if state.migrations_dir is None:
+        return True
+    try:
+        current = await current_revision(state.engine)
+    except Exception as exc:
+        log.error("cannot read the schema revision: %s", exc)
+        return False
+    head = head_revision(state.migrations_dir)
+    if current != head:
+        log.error("database is at revision %s, code expects %s: run the migration step", current, head)
+        return False
+    return True
+
+
+def build_app(
+    *,
+    settings: ServiceSettings,
+    title: str,
+    description: str,
+    lifespan,
+    routers: list[APIRouter],
+    consumer: EventConsumer | None = None,
+    extra_readiness: Callable[[Any], Awaitable[dict[str, Any]]] | None = None,
+    **fastapi_kwargs: Any,
+) -> FastAPI:
+    """A FastAPI app with the platform's error shape, middleware, /livez, /readyz and /metrics."""
+    configure_logging(service=settings.service_name, level=settings.log_level, json_output=settings.log_json)
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan, **fastapi_kwargs)
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    for router in routers:
+        app.include_router(router)
+    if consumer is not None:
+        app.include_router(consumer.router())
+    app.include_router(_ops_router(settings.service_name, extra_readiness))
+    return app
+
+
+def _ops_router(service: str, extra_readiness) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/livez")
+    async def livez() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @router.get("/readyz")
+    async def readyz(request: Request):
+        state = request.app.state
+        checks: dict[str, Any] = {}
+        ok = True
+        try:
+            async with state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            ok = False
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        if not state.schema_ok and checks["database"] == "ok":
+            state.schema_ok = await _schema_at_head(state)
+        if not state.schema_ok:
+            ok = False
+            checks["schema"] = "not migrated to head"
+        if ok and state.outbox is not None:
+            checks["outbox"] = await state.outbox.stats()
+        if ok and extra_readiness is not None:
+            extra = await extra_readiness(state)
+            ok = ok and extra.pop("ok", True)
+            checks.update(extra)
+        body = {"status": "ok" if ok else "unavailable", "service": service, "checks": checks}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @router.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        state = request.app.state
+        if state.outbox is not None:
+            try:
+                await state.outbox.stats()
+            except Exception:
+                log.warning("could not refresh outbox metrics", exc_info=True)
+        refresh = getattr(state, "refresh_metrics", None)
+        if refresh is not None:
+            await refresh(state)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,1 @@
+"""Minsheng's services: intake, grading, notify, archive."""

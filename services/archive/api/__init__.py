@@ -1,0 +1,1 @@
+"""Archive's HTTP API."""

@@ -1,0 +1,1 @@
+"""Look-ups archive makes in other services when it builds a dossier."""

@@ -1,0 +1,1 @@
+"""Calls grading makes to other services (none yet: it talks through events)."""

@@ -1,0 +1,11 @@
+"""Grading's table base: its own metadata, so no other service's tables mix with it."""
+
+from sqlalchemy.orm import registry
+from sqlmodel import SQLModel
+
+
+class GradingTable(SQLModel, registry=registry()):
+    """Base of grading's tables."""
+
+
+metadata = GradingTable.metadata

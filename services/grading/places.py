@@ -1,0 +1,69 @@
+"""Where a matter is: districts, counties and streets named in the text, by the gazetteer."""
+
+from dataclasses import dataclass, field
+
+from services.grading.bundle import Bundle
+from services.grading.text import TermMatcher
+
+
+@dataclass
+class Places:
+    """What the text says about where."""
+
+    districts: list[str] = field(default_factory=list)  # gazetteer codes, in order of first mention
+    streets: list[str] = field(default_factory=list)  # gazetteer street names
+    city_wide: bool = False  # names the city (全市, A市) and no district
+    outside: list[str] = field(default_factory=list)  # names of places outside the city
+    names_city: bool = False  # names the city itself (A市, 全市)
+    evidence: dict[str, list[str]] = field(default_factory=dict)  # district code → the words that told
+
+    @property
+    def only_outside(self) -> bool:
+        """Names only places outside the city."""
+        return bool(self.outside) and not self.districts and not self.names_city
+
+    @property
+    def in_city(self) -> bool:
+        """Names the city or one of its districts."""
+        return bool(self.districts) or self.names_city
+
+
+class Locator:
+    """Finds gazetteer names in texts (one compiled pattern for the whole gazetteer)."""
+
+    def __init__(self, bundle: Bundle):
+        self.bundle = bundle
+        self.owner: dict[str, tuple[str, str | None]] = {}  # name → (district, street or None)
+        for d in bundle.districts.values():
+            for n in (d.name, *d.aliases, *d.places):
+                self.owner[n] = (d.code, None)
+            for s in d.streets:
+                for n in (s.name, *s.aliases):
+                    self.owner[n] = (d.code, s.name)
+        self.matcher = TermMatcher([*self.owner, *bundle.city_aliases])
+        self.city_names = set(bundle.city_aliases)
+
+    def locate(self, text: str, *, district_hint: str | None = None) -> Places:
+        """Districts and streets named in the text; a channel's district code comes first when valid."""
+        out = Places()
+        if district_hint and district_hint in self.bundle.districts:
+            out.districts.append(district_hint)
+            out.evidence[district_hint] = ["location.district_code"]
+        saw_city = False
+        for name in self.matcher.find(text):
+            if name in self.city_names and name not in self.owner:
+                saw_city = True
+                continue
+            code, street = self.owner[name]
+            if code not in out.districts:
+                out.districts.append(code)
+            out.evidence.setdefault(code, [])
+            if name not in out.evidence[code]:
+                out.evidence[code].append(name)
+            if street and street not in out.streets:
+                out.streets.append(street)
+        out.names_city = saw_city
+        out.city_wide = saw_city and not out.districts
+        if self.bundle.outside_re is not None:
+            out.outside = sorted(set(self.bundle.outside_re.findall(text)))
+        return out

@@ -1,0 +1,168 @@
+"""The grading engine on its own: category, request type, places, routing with reasons, score, clocks."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from schema.dto import Metrics, Superior
+from schema.enums import Level, RequestType, ResponseType, WarningClass
+from schema.events import MessageReceivedData
+from services.grading.bundle import load_bundle
+from services.grading.grader import Engine
+from services.grading.scoring import Facts
+from services.grading.tests.helpers import BUNDLE
+
+pytestmark = pytest.mark.once
+CST = timezone(timedelta(hours=8))
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine(load_bundle(BUNDLE))
+
+
+def msg(title: str, content: str = "", **kw) -> MessageReceivedData:
+    return MessageReceivedData(
+        message_id="m",
+        tracking_code="t",
+        channel=kw.pop("channel", "portal"),
+        title=title,
+        content=content or title,
+        received_at=kw.pop("received_at", datetime(2026, 5, 12, 10, 0, tzinfo=CST)),
+        **kw,
+    )
+
+
+def test_one_district_goes_to_that_districts_competent_department(engine):
+    g = engine.grade(
+        msg("A7县星沙某小学强制补课收费", "A7县某小学周末强制学生补课并收取补课费，家长负担很重。")
+    )
+    assert g.category.level1 == "教育文体" and g.department_type == "education"
+    assert g.route.lead.code == "a7-education" and g.route.rule == "district"
+    assert "A7县" in g.route.reason and "教育局" in g.route.reason
+
+
+def test_a_named_street_leads_local_matters_with_the_district_department_co_handling(engine):
+    g = engine.grade(
+        msg("A2区桂花坪街道某小区物业乱收费", "A2区桂花坪街道某小区物业公司乱收停车费，业委会不管。")
+    )
+    assert g.route.lead.code == "a2-guihuaping" and g.route.rule == "street"
+    assert [u.code for u in g.route.co][:1] == ["a2-housing"]
+    assert "桂花坪街道" in g.route.reason
+
+
+def test_no_district_or_city_wide_goes_to_the_city_department(engine):
+    g = engine.grade(msg("建议全市推广垃圾分类", "建议A市在全市范围推广生活垃圾分类，设置分类垃圾桶。"))
+    assert g.route.lead.jurisdiction == "city" and g.route.rule == "city"
+    assert g.places.city_wide
+
+
+def test_several_districts_city_leads_and_districts_co_handle(engine):
+    g = engine.grade(msg("A1区和A3区之间的道路积水严重", "A1区到A3区的道路下雨就积水，井盖破损，市政不管。"))
+    assert g.route.rule == "several_districts" and g.route.lead.jurisdiction == "city"
+    assert {u.jurisdiction for u in g.route.co} == {"a1", "a3"}
+
+
+def test_a_superiors_forward_goes_to_the_named_unit(engine):
+    g = engine.grade(
+        msg(
+            "省里转办：A5区某小区停水",
+            superior=Superior(issuer="省政府办公厅", unit_code="a5-gov"),
+            channel="superior",
+        )
+    )
+    assert g.route.lead.code == "a5-gov" and g.route.rule == "superior" and "省政府办公厅" in g.route.reason
+    assert "superior_forward" in {f.name for f in g.factors}
+
+
+def test_nothing_to_go_on_or_another_city_goes_to_the_dispatch_centre(engine):
+    assert engine.grade(msg("你好", "在吗")).route.rule == "unknown"
+    g = engine.grade(msg("K7县一中周末补课", "K7县一中周末补课收费。"))
+    assert g.route.lead.code == "city-dispatch" and g.route.rule == "outside" and "K7县" in g.route.reason
+
+
+def test_request_type_is_inferred_when_the_channel_gives_none(engine):
+    assert (
+        engine.grade(msg("咨询A市公积金贷款额度", "请问公积金贷款额度怎么计算？")).request_type
+        == RequestType.consult
+    )
+    assert (
+        engine.grade(msg("举报A3区某餐馆使用地沟油", "举报该餐馆违法使用地沟油。")).request_type
+        == RequestType.report
+    )
+    g = engine.grade(msg("建议在A6区增设公交线路", "希望增加公交线路", request_type="complaint"))
+    assert g.request_type == RequestType.complaint and not g.request_type_inferred
+    assert (
+        engine.grade(msg("建议在A6区增设公交线路", "希望增加公交线路")).response_type
+        == ResponseType.constructive
+    )
+
+
+def test_every_factor_of_the_score_is_kept_with_its_points(engine):
+    g = engine.grade(
+        msg(
+            "A5区某小学门口道路坍塌致学生受伤",
+            "A5区某小学门口道路坍塌，一名学生受伤，家长聚集在校门口。",
+            channel="weibo",
+            metrics=Metrics(views=200000, reposts=5000, comments=3000, likes=10000),
+        )
+    )
+    names = {f.name for f in g.factors}
+    assert {
+        "content:casualties",
+        "content:disaster_accident",
+        "content:children_schools",
+        "spread",
+        "media",
+    } <= names
+    assert g.score == pytest.approx(sum(f.points for f in g.factors), abs=0.01)
+    assert g.level in (Level.I, Level.II) and g.warning_class == WarningClass.major_emergency
+    quiet = engine.grade(msg("A3区某路段路灯不亮", "A3区某路段路灯不亮。"))
+    assert quiet.level == Level.IV and quiet.warning_class == WarningClass.general
+
+
+def test_cluster_growth_risk_topics_and_sensitive_periods_add_points(engine):
+    base = Facts(
+        text="A市某小区附近搅拌站噪音扰民",
+        received_at=datetime(2026, 3, 5, 9, tzinfo=CST),
+        now=datetime(2026, 3, 5, 9, tzinfo=CST),
+    )
+    grown = Facts(
+        **{
+            **base.__dict__,
+            "message_count": 12,
+            "recent_messages": 11,
+            "channels": ["portal", "weibo", "hotline"],
+        }
+    )
+    names = {f.name: f.points for f in engine.score_incident(grown).factors}
+    assert names["cluster_size"] > 0 and names["growth"] > 0 and names["channels"] > 0
+    assert "risk_topic:渣土车和搅拌站" in names and "sensitive_period:全国两会" in names
+    assert engine.score_incident(grown).score > engine.score_incident(base).score
+
+
+def test_working_day_deadline_after_the_national_day_holiday(engine):
+    # 2025-09-30 is the eve of National Day: 10-01…10-08 are holidays, Saturday 10-11 a make-up working day.
+    g = engine.grade(msg("A3区某小区停水", received_at=datetime(2025, 9, 30, 16, 0, tzinfo=CST)))
+    assert g.deadlines.reply_due.astimezone(CST) == datetime(2025, 10, 12, 0, 0, tzinfo=CST)
+    # An ordinary Tuesday: three working days later, end of Friday.
+    g = engine.grade(msg("A3区某小区停水", received_at=datetime(2025, 11, 11, 9, 0, tzinfo=CST)))
+    assert g.deadlines.reply_due.astimezone(CST) == datetime(2025, 11, 15, 0, 0, tzinfo=CST)
+    # Hours-based clocks stay natural time from receipt.
+    assert g.deadlines.report_due == datetime(2025, 11, 11, 9, 0, tzinfo=CST) + timedelta(hours=4)
+
+
+def test_natural_day_deadlines_when_the_policy_says_so(tmp_path):
+    from services.grading.tests.helpers import bundle_copy, replace_in
+
+    d = bundle_copy(tmp_path)
+    replace_in(d / "policy.yaml", "reply_working_days: true", "reply_working_days: false")
+    e = Engine(load_bundle(d))
+    at = datetime(2025, 9, 30, 16, 0, tzinfo=CST)
+    assert e.grade(msg("A3区某小区停水", received_at=at)).deadlines.reply_due == at + timedelta(days=3)
+
+
+def test_a_year_the_statutory_calendar_does_not_know_falls_back_to_weekends(engine):
+    at = datetime(2031, 1, 7, 10, 0, tzinfo=UTC)  # a Tuesday
+    due = engine.calendar.add_working_days(at, 3)
+    assert due.astimezone(engine.calendar.tz).date().isoformat() == "2031-01-11"

@@ -1,0 +1,1 @@
+"""受理 intake: messages from every channel, the citizen view, Open311."""

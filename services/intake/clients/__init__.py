@@ -1,0 +1,1 @@
+"""Calls intake makes outside (portal callbacks)."""

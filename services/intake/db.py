@@ -1,0 +1,11 @@
+"""Intake's table base: its own metadata, so no other service's tables mix with it."""
+
+from sqlalchemy.orm import registry
+from sqlmodel import SQLModel
+
+
+class IntakeTable(SQLModel, registry=registry()):
+    """Base of intake's tables."""
+
+
+metadata = IntakeTable.metadata

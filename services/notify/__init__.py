@@ -1,0 +1,1 @@
+"""通知 notify: who hears about what, by which channel, until someone acknowledges."""

@@ -1,0 +1,1 @@
+"""Provider adapters notify calls (SMS, WeCom, DingTalk, e-mail)."""

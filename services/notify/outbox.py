@@ -1,0 +1,3 @@
+"""Which service receives each event notify emits (none yet: acknowledgements stay here)."""
+
+EVENT_ROUTES: dict[str, list[str]] = {}

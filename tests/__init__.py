@@ -1,0 +1,1 @@
+"""Cross-service tests and the shared test support."""

@@ -1,0 +1,1 @@
+"""Operations tests: deployment manifests, observability, security, authorisation, faults."""

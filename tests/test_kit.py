@@ -1,0 +1,233 @@
+"""The service kit and the shared contracts: signing, principals, settings, events, exactly-once delivery."""
+
+import asyncio
+import concurrent.futures
+import time
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
+
+from gateway.config import GatewaySettings
+from kit.app import retry_while_database_down
+from kit.errors import AppError
+from kit.outbox import Outbox
+from kit.security import PRINCIPAL_HEADER, decode_principal, encode_principal, sign_request, verify_signature
+from schema.dto import Principal
+from schema.enums import CITIZEN_STATUS_OF, CITIZEN_STATUS_TEXT, IncidentStatus, Level
+from schema.events import MessageReceived, MessageReceivedData, parse_event
+from services.intake.config import IntakeSettings
+from tests.support import DEMO_SECRET, signed
+
+
+def test_signature_binds_secret_method_path_body_and_time():
+    header = sign_request("s3cret", "POST", "/internal/events", b'{"a":1}')
+    verify_signature("s3cret", header, "POST", "/internal/events", b'{"a":1}')
+    for args in (
+        ("other", header, "POST", "/internal/events", b'{"a":1}'),
+        ("s3cret", header, "GET", "/internal/events", b'{"a":1}'),
+        ("s3cret", header, "POST", "/internal/other", b'{"a":1}'),
+        ("s3cret", header, "POST", "/internal/events", b'{"a":2}'),
+    ):
+        with pytest.raises(AppError) as exc:
+            verify_signature(*args)
+        assert exc.value.code == "invalid_signature"
+    old = sign_request("s3cret", "POST", "/p", b"", now=int(time.time()) - 1000)
+    with pytest.raises(AppError) as exc:
+        verify_signature("s3cret", old, "POST", "/p", b"", window=300)
+    assert exc.value.code == "signature_expired"
+    with pytest.raises(AppError) as exc:
+        verify_signature("s3cret", None, "POST", "/p", b"")
+    assert exc.value.code == "missing_signature"
+
+
+def test_principal_token_round_trip_and_tampering():
+    p = Principal(kind="staff", sub="analyst", roles=["analyst"], client_ip="10.0.0.1")
+    token = encode_principal(p, "k" * 32)
+    assert decode_principal(token, "k" * 32) == p
+    with pytest.raises(AppError):
+        decode_principal(token, "x" * 32)
+    with pytest.raises(AppError):
+        decode_principal(encode_principal(p, "k" * 32, ttl=-5), "k" * 32)
+
+
+def test_production_refuses_demo_secrets():
+    with pytest.raises(ValidationError, match="demo secrets"):
+        IntakeSettings(mode="production", service_secret="real-secret-of-some-length-0123456789")
+    with pytest.raises(ValidationError, match="demo secrets"):
+        GatewaySettings(mode="production", service_secret="real-secret-of-some-length-0123456789")
+    ok = IntakeSettings(
+        mode="production",
+        service_secret="real-secret-of-some-length-0123456789",
+        pii_keys=["V0hBVC1BLVJFQUwta2V5LWZvci10ZXN0aW5nLTAxMjM="],
+    )
+    assert ok.mode == "production"
+
+
+def test_gateway_refuses_to_start_in_production_while_demo_users_exist(service_app):
+    # First run in demo mode seeds the demo users into this database …
+    from fastapi.testclient import TestClient
+
+    from gateway.config import GatewaySettings as GS
+    from gateway.main import create_app
+
+    demo = service_app("gateway")
+    url = demo.app.state.settings.database_url
+    demo.__exit__(None, None, None)
+    prod = GS(
+        mode="production",
+        database_url=url,
+        service_secret="real-secret-of-some-length-0123456789",
+        jwt_keys={"k1": "real-jwt-key-of-some-length-0123456789"},
+        jwt_active_kid="k1",
+        log_json=False,
+    )
+    with pytest.raises(RuntimeError, match="demo credentials"), TestClient(create_app(prod)):
+        pass
+
+
+def test_citizen_status_mapping_covers_every_state():
+    assert set(CITIZEN_STATUS_OF) == set(IncidentStatus)
+    assert CITIZEN_STATUS_TEXT[CITIZEN_STATUS_OF[IncidentStatus.replied]] == "办理中"  # a draft is not public
+    assert [lv.rank for lv in Level] == [1, 2, 3, 4]
+
+
+def test_events_parse_by_type_and_reject_what_does_not_fit():
+    data = MessageReceivedData(
+        message_id="m1", tracking_code="T", channel="portal", content="x", received_at=datetime.now(UTC)
+    )
+    raw = MessageReceived.build(source="intake", data=data).model_dump(mode="json")
+    raw["data"]["a_field_from_a_newer_sender"] = 1
+    assert isinstance(parse_event(raw), MessageReceived)
+    with pytest.raises(ValidationError):
+        parse_event({**raw, "type": "message.unknown"})
+    with pytest.raises(ValidationError):
+        parse_event({**raw, "data": {"message_id": "m1"}})
+
+
+def test_outbox_backoff_grows_with_jitter_and_a_cap():
+    class S:
+        relay_backoff_base_seconds = 0.5
+        relay_backoff_max_seconds = 60.0
+
+    ob = Outbox.__new__(Outbox)
+    ob.settings = S()
+    for attempts, low, high in ((1, 0.25, 0.75), (3, 1.0, 3.0), (30, 30.0, 90.0)):
+        for _ in range(50):
+            assert low <= ob._backoff(attempts) <= high
+
+
+def _received(message_id: str) -> dict:
+    data = MessageReceivedData(
+        message_id=message_id,
+        tracking_code=f"T-{message_id[:8]}",
+        channel="portal",
+        title="A3区学士街道路灯不亮",
+        content="A3区学士街道路灯不亮，夜间出行不便。",
+        received_at=datetime.now(UTC),
+    )
+    return MessageReceived.build(source="intake", data=data).model_dump(mode="json")
+
+
+def test_an_event_delivered_twice_or_concurrently_is_applied_once(service_app):
+    server = service_app("grading", serve=True)  # real HTTP, so that deliveries can race
+    url = f"{server.url}/internal/events"
+    event = _received(str(uuid.uuid4()))
+    first = signed("POST", url, body={"events": [event]})
+    again = signed("POST", url, body={"events": [event]})
+    assert first.json()["results"][0]["status"] == "applied"
+    assert again.json()["results"][0]["status"] == "duplicate"
+
+    racing = _received(str(uuid.uuid4()))
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: signed("POST", url, body={"events": [racing]}), range(6)))
+    statuses = sorted(r.json()["results"][0]["status"] for r in results)
+    assert statuses.count("applied") == 1 and set(statuses) <= {"applied", "duplicate"}, statuses
+
+    # Unsigned or wrongly signed calls never reach the handler; a malformed event is rejected for good.
+    assert signed("POST", url, body={"events": [_received("x")]}, secret="wrong").status_code == 401
+    bad = signed("POST", url, body={"events": [{"id": "1", "type": "message.received", "data": {}}]})
+    assert bad.json()["results"][0]["status"] == "rejected"
+
+    analyst = encode_principal(Principal(kind="staff", sub="analyst", roles=["analyst"]), DEMO_SECRET)
+    for ev in (event, racing):
+        resp = httpx.get(
+            f"{server.url}/api/v1/incidents",
+            params={"message_id": ev["data"]["message_id"]},
+            headers={PRINCIPAL_HEADER: analyst},
+        )
+        assert resp.json()["total"] == 1, resp.text
+
+
+def test_demo_secret_constant_matches_the_default():
+    assert IntakeSettings().service_secret == DEMO_SECRET
+
+
+def test_batch_handlers_share_one_transaction_and_fall_back_one_by_one(service_app):
+    from kit.inbox import EventConsumer
+    from services.intake.models import InboxEvent
+
+    intake = service_app("intake")
+    state = intake.app.state
+    consumer = EventConsumer(inbox_model=InboxEvent)
+    calls: list[list[str]] = []
+
+    @consumer.on_batch("message.received")
+    async def handle(session, events, st):
+        calls.append([e.data.message_id for e in events])
+        if any(e.data.message_id == "poison" for e in events):
+            raise RuntimeError("cannot apply")
+
+    good = [_received(f"m{i}") for i in range(3)]
+    results = intake.portal.call(consumer.apply_all, [*good, good[0]], state)
+    assert [r.status for r in results] == ["applied", "applied", "applied", "duplicate"]
+    assert calls == [["m0", "m1", "m2"]]  # one call, one transaction for the run
+
+    calls.clear()
+    poison = _received("poison")
+    fresh = [_received("m9"), poison, good[1]]
+    results = intake.portal.call(consumer.apply_all, fresh, state)
+    assert [r.status for r in results] == ["applied", "error", "duplicate"]
+    assert calls[0] == ["m9", "poison"] and ["m9"] in calls[1:]
+    # The failed one is not in the inbox: a redelivery is applied, not ignored.
+    assert intake.portal.call(consumer.apply_all, [poison], state)[0].status == "error"
+
+
+def test_a_start_up_step_waits_for_a_restarting_database_but_not_for_a_real_error():
+    tries = []
+
+    async def flaky():
+        tries.append(time.monotonic())
+        if len(tries) < 3:
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("the database is restarting"))
+        return "seeded"
+
+    assert asyncio.run(retry_while_database_down(flaky, seconds=10)) == "seeded"
+    assert len(tries) == 3
+
+    # Not a database outage, so no retry: the production-mode refusal, and a missing file (an OSError,
+    # but waiting will not bring it back).
+    for error in (
+        RuntimeError("production mode refuses to start while demo credentials exist"),
+        FileNotFoundError("deploy/bundles/x/units.yaml"),
+    ):
+
+        async def fails(error=error):
+            tries.append(time.monotonic())
+            raise error
+
+        tries.clear()
+        with pytest.raises(type(error)):
+            asyncio.run(retry_while_database_down(fails, seconds=10))
+        assert len(tries) == 1, error
+
+    async def down():
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("down"))
+
+    started = time.monotonic()
+    with pytest.raises(OperationalError):
+        asyncio.run(retry_while_database_down(down, seconds=0.5))
+    assert time.monotonic() - started < 5  # gives up after its time, for the supervisor to restart
