@@ -53,7 +53,11 @@ async def service_runtime(
         max_connections=settings.http_max_connections,
     )
     state.migrations_dir = migrations_dir
-    state.schema_ok = await _schema_at_head(state)
+    # A process started while the database restarts waits for it (then exits, for its supervisor to
+    # start it again): starting without knowing the schema would skip its workers and start-up checks.
+    state.schema_ok = await retry_while_database_down(
+        lambda: _schema_at_head(state, raise_unreachable=True), seconds=settings.startup_db_wait_seconds
+    )
     state.outbox = None
     if outbox_model is not None:
         state.outbox = Outbox(
@@ -75,10 +79,31 @@ async def service_runtime(
         await state.engine.dispose()
 
 
+# PostgreSQL's answers while it stops or starts: connection exceptions (class 08), and 57P01 admin
+# shutdown, 57P02 crash shutdown, 57P03 "the database system is starting up".
+_RESTARTING_SQLSTATES = {"57P01", "57P02", "57P03"}
+
+
+def _sqlstates(exc: BaseException) -> set[str]:
+    seen, found, todo = set(), set(), [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        code = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+        if isinstance(code, str):
+            found.add(code)
+        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
+    return found
+
+
 def database_unreachable(exc: BaseException) -> bool:
     """An error that means the database is down or restarting, not that the statement was wrong."""
     # Network errors only (a missing file is an OSError too, and waiting will not bring it back).
     if isinstance(exc, ConnectionError | TimeoutError | OperationalError | InterfaceError):
+        return True
+    if any(s.startswith("08") or s in _RESTARTING_SQLSTATES for s in _sqlstates(exc)):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
@@ -99,12 +124,14 @@ async def retry_while_database_down(step: Callable[[], Awaitable[Any]], *, secon
     return None
 
 
-async def _schema_at_head(state) -> bool:
+async def _schema_at_head(state, *, raise_unreachable: bool = False) -> bool:
     if state.migrations_dir is None:
         return True
     try:
         current = await current_revision(state.engine)
     except Exception as exc:
+        if raise_unreachable and database_unreachable(exc):
+            raise
         log.error("cannot read the schema revision: %s", exc)
         return False
     head = head_revision(state.migrations_dir)

@@ -210,7 +210,7 @@ class Outbox(BackgroundWorker):
             .returning(t.c.id, t.c.event_id, t.c.event_type, t.c.destination, t.c.payload, t.c.attempts)
         )
         async with self.sessions() as s:
-            rows = list((await s.execute(stmt)).all())
+            rows = list((await s.exec(stmt)).all())
             await s.commit()
         return sorted(rows, key=lambda r: r.id)
 
@@ -261,7 +261,7 @@ class Outbox(BackgroundWorker):
         waiting = [r.id for r in rows if outcomes.get(r.id, ("retry",))[0] == "wait"]
         async with self.sessions() as s:
             if delivered:
-                await s.execute(
+                await s.exec(
                     update(t)
                     .where(t.c.id.in_(delivered))
                     .values(delivered_at=now, claimed_until=None, last_error=None, attempts=t.c.attempts + 1)
@@ -271,7 +271,7 @@ class Outbox(BackgroundWorker):
                 dest_until = {
                     r.id: self._blocked_until.get(r.destination, now) for r in rows if r.id in waiting
                 }
-                await s.execute(
+                await s.exec(
                     update(t)
                     .where(t.c.id.in_(waiting))
                     .values(
@@ -288,13 +288,13 @@ class Outbox(BackgroundWorker):
                 elif verdict == "dead":
                     DEAD.labels(r.destination).inc()
                     log.error("event %s to %s rejected for good: %s", r.event_id, r.destination, detail)
-                    await s.execute(
+                    await s.exec(
                         update(t)
                         .where(t.c.id == r.id)
                         .values(dead_at=now, claimed_until=None, last_error=detail, attempts=t.c.attempts + 1)
                     )
                 elif verdict == "retry":
-                    await s.execute(
+                    await s.exec(
                         update(t)
                         .where(t.c.id == r.id)
                         .values(

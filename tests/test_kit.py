@@ -6,13 +6,14 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import asyncpg
 import httpx
 import pytest
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from gateway.config import GatewaySettings
-from kit.app import retry_while_database_down
+from kit.app import database_unreachable, retry_while_database_down
 from kit.errors import AppError
 from kit.outbox import Outbox
 from kit.security import PRINCIPAL_HEADER, decode_principal, encode_principal, sign_request, verify_signature
@@ -207,6 +208,26 @@ def test_a_start_up_step_waits_for_a_restarting_database_but_not_for_a_real_erro
 
     assert asyncio.run(retry_while_database_down(flaky, seconds=10)) == "seeded"
     assert len(tries) == 3
+
+    # PostgreSQL refusing connections while it starts or stops comes through asyncpg as a server error
+    # (SQLSTATE 57P03 / 57P01), which SQLAlchemy wraps as a plain DBAPIError: still an outage.
+    tries.clear()
+
+    async def starting_up():
+        tries.append(time.monotonic())
+        if len(tries) == 1:
+            cause = asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+            orig = Exception("adapted")
+            orig.__cause__ = cause
+            raise DBAPIError("SELECT 1", {}, orig)
+        if len(tries) == 2:
+            raise DBAPIError("SELECT 1", {}, asyncpg.exceptions.AdminShutdownError("terminating connection"))
+        return "up"
+
+    assert asyncio.run(retry_while_database_down(starting_up, seconds=10)) == "up"
+    assert len(tries) == 3
+    unique = DBAPIError("INSERT", {}, asyncpg.exceptions.UniqueViolationError("duplicate key"))
+    assert not database_unreachable(unique)
 
     # Not a database outage, so no retry: the production-mode refusal, and a missing file (an OSError,
     # but waiting will not bring it back).

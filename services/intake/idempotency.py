@@ -110,7 +110,7 @@ class IdempotencyKeys:
         raise AppError(409, "idempotency_request_in_flight", "the Idempotency-Key is contended; retry")
 
     async def _take_over(self, s: AsyncSession, rec: IdempotencyRecord, print_: str, now: datetime) -> bool:
-        result = await s.execute(
+        result = await s.exec(
             update(IdempotencyRecord)
             .where(
                 IdempotencyRecord.scope == rec.scope,
@@ -134,7 +134,7 @@ class IdempotencyKeys:
     async def complete(self, session: AsyncSession, *, scope: str, key: str, status_code: int, body) -> None:
         """Store the answer in the caller's transaction (the one that creates the messages)."""
         text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-        await session.execute(
+        await session.exec(
             update(IdempotencyRecord)
             .where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
             .values(state="done", status_code=status_code, response=text, locked_until=self.clock())
@@ -143,7 +143,7 @@ class IdempotencyKeys:
     async def forget(self, *, scope: str, key: str) -> None:
         """Drop the key after a failed request, so the client can retry with it."""
         async with self.sessions() as s:
-            await s.execute(
+            await s.exec(
                 delete(IdempotencyRecord).where(
                     IdempotencyRecord.scope == scope,
                     IdempotencyRecord.key == key,
@@ -155,7 +155,7 @@ class IdempotencyKeys:
     async def purge_expired(self) -> int:
         """Delete keys past their expiry; returns how many."""
         async with self.sessions() as s:
-            result = await s.execute(
+            result = await s.exec(
                 delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < self.clock())
             )
             await s.commit()

@@ -82,7 +82,10 @@ class NotifySettings(ServiceSettings):
     smtp_from: str = "minsheng-notify@localhost"
     smtp_rate: str = "100/minute"
 
+    # Answer timeout for a provider call; connecting gets its own, so a slow answer (which may mean the
+    # message went) is told apart from a provider that cannot be reached (safe to try the other one).
     provider_timeout_seconds: float = 5.0
+    provider_connect_timeout_seconds: float = 3.0
     # A redis:// URL shares provider rate limits between replicas; in memory per replica otherwise.
     rate_limit_redis_url: str | None = None
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, insert, or_, select, update
+from sqlalchemy import bindparam, event, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from kit.db import is_sqlite
@@ -319,9 +319,18 @@ class Dispatcher(BackgroundWorker):
         async with self.sessions() as s:
             if attempts:
                 await s.exec(insert(DeliveryAttempt.__table__), params=attempts)
+            # One executemany per shape of change (most of a round is "sent"), not a statement per row.
+            shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
             for r in results:
                 if r.values:
-                    await s.exec(update(t).where(t.c.id == r.id).values(**r.values))
+                    shapes.setdefault(tuple(sorted(r.values)), []).append({"delivery_id": r.id, **r.values})
+            for keys, params in shapes.items():
+                stmt = (
+                    update(t)
+                    .where(t.c.id == bindparam("delivery_id"))
+                    .values({k: bindparam(k) for k in keys})
+                )
+                await s.exec(stmt, params=params)
             await s.commit()
         for r in results:
             if r.final_status:

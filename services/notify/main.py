@@ -13,6 +13,7 @@ from kit.ratelimit import RateLimiter
 from services.notify import metrics
 from services.notify.api import notifications
 from services.notify.clients.aliyun_sms import AliyunSms
+from services.notify.clients.base import provider_timeout
 from services.notify.clients.dingtalk import DingTalkRobot
 from services.notify.clients.email import Console, Smtp
 from services.notify.clients.tencent_sms import TencentSms
@@ -80,9 +81,7 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
             state.directory = load_directory(settings.bundle_dir)
             # Providers get their own client: no internal request ids or trace headers go to vendors.
             state.provider_http = httpx.AsyncClient(
-                timeout=httpx.Timeout(
-                    settings.provider_timeout_seconds, connect=min(3.0, settings.provider_timeout_seconds)
-                ),
+                timeout=provider_timeout(settings),
                 limits=httpx.Limits(
                     max_connections=settings.dispatch_concurrency,
                     max_keepalive_connections=settings.dispatch_concurrency,

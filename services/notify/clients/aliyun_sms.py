@@ -10,7 +10,13 @@ from urllib.parse import quote
 
 import httpx
 
-from services.notify.clients.base import Message, Outcome, http_status_outcome, transport_outcome
+from services.notify.clients.base import (
+    Message,
+    Outcome,
+    http_status_outcome,
+    provider_timeout,
+    transport_outcome,
+)
 
 VERSION = "2017-05-25"
 
@@ -125,7 +131,7 @@ class AliyunSms:
                 self.s.aliyun_sms_url,
                 content=body,
                 headers={"Content-Type": "application/x-www-form-urlencoded"},
-                timeout=self.s.provider_timeout_seconds,
+                timeout=provider_timeout(self.s),
             )
         except httpx.HTTPError as exc:
             return transport_outcome(exc)

@@ -61,6 +61,11 @@ class Provider(Protocol):
         """Send one message; never raises for what the provider or the network does."""
 
 
+def provider_timeout(s) -> httpx.Timeout:
+    """The timeouts of one provider call: connect, then read/write/pool."""
+    return httpx.Timeout(s.provider_timeout_seconds, connect=s.provider_connect_timeout_seconds)
+
+
 def transport_outcome(exc: Exception) -> Outcome:
     """The verdict for a network failure: never reached the provider → retry; reached, no answer → unknown."""
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
@@ -90,7 +95,14 @@ def e164_cn(phone: str) -> str:
 
 
 async def post_for_errcode(
-    http: httpx.AsyncClient, url: str, *, body: dict, wait: float, classify, pause_key: str, params=None
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    body: dict,
+    wait: httpx.Timeout,
+    classify,
+    pause_key: str,
+    params=None,
 ) -> Outcome:
     """POST a JSON body to a robot webhook that answers {"errcode", "errmsg"} (WeCom, DingTalk)."""
     try:

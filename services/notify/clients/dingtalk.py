@@ -8,7 +8,7 @@ from urllib.parse import quote_plus
 
 import httpx
 
-from services.notify.clients.base import Message, Outcome, post_for_errcode
+from services.notify.clients.base import Message, Outcome, post_for_errcode, provider_timeout
 
 _THROTTLED = {130101, 410100}
 _RETRY = {-1}
@@ -70,7 +70,7 @@ class DingTalkRobot:
             self.http,
             url,
             body=body,
-            wait=self.s.provider_timeout_seconds,
+            wait=provider_timeout(self.s),
             classify=classify,
             pause_key=pause,
         )

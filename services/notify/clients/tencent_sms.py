@@ -9,7 +9,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from services.notify.clients.base import Message, Outcome, e164_cn, http_status_outcome, transport_outcome
+from services.notify.clients.base import (
+    Message,
+    Outcome,
+    e164_cn,
+    http_status_outcome,
+    provider_timeout,
+    transport_outcome,
+)
 
 ACTION = "SendSms"
 VERSION = "2021-01-11"
@@ -143,9 +150,7 @@ class TencentSms:
             ),
         }
         try:
-            resp = await self.http.post(
-                url, content=body, headers=headers, timeout=self.s.provider_timeout_seconds
-            )
+            resp = await self.http.post(url, content=body, headers=headers, timeout=provider_timeout(self.s))
         except httpx.HTTPError as exc:
             return transport_outcome(exc)
         try:

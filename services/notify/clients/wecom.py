@@ -10,6 +10,7 @@ from services.notify.clients.base import (
     Outcome,
     http_status_outcome,
     post_for_errcode,
+    provider_timeout,
     transport_outcome,
 )
 
@@ -69,7 +70,7 @@ class WeComApp:
                 resp = await self.http.get(
                     f"{self.s.wecom_api_url}/cgi-bin/gettoken",
                     params={"corpid": self.s.wecom_corp_id, "corpsecret": self.s.wecom_corp_secret},
-                    timeout=self.s.provider_timeout_seconds,
+                    timeout=provider_timeout(self.s),
                 )
                 data = resp.json()
             except httpx.HTTPError as exc:
@@ -110,7 +111,7 @@ class WeComApp:
                     f"{self.s.wecom_api_url}/cgi-bin/message/send",
                     params={"access_token": token},
                     json=body,
-                    timeout=self.s.provider_timeout_seconds,
+                    timeout=provider_timeout(self.s),
                 )
                 data = resp.json()
             except httpx.HTTPError as exc:
@@ -165,7 +166,7 @@ class WeComRobot:
             f"{self.s.wecom_api_url}/cgi-bin/webhook/send",
             params={"key": key},
             body={"msgtype": "text", "text": text},
-            wait=self.s.provider_timeout_seconds,
+            wait=provider_timeout(self.s),
             classify=classify,
             pause_key=pause,
         )

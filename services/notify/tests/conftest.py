@@ -185,7 +185,7 @@ def notify_server(notify_template, backend, tmp_path):
 def notify(notify_server, providers):
     """A notify (real HTTP) wired to the fake providers, workers driven by the test, clock frozen at T0."""
     providers.reset()
-    server = notify_server(workers_enabled=False, provider_timeout_seconds=0.5, **providers.settings())
+    server = notify_server(workers_enabled=False, provider_timeout_seconds=2.0, **providers.settings())
     n = Notify(server)
     n.clock.freeze(T0)
     yield n

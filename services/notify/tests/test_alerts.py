@@ -97,7 +97,7 @@ def test_retryable_errors_are_retried_after_the_backoff_and_permanent_ones_are_n
 
 
 def test_an_sms_provider_that_times_out_is_not_asked_again_the_other_one_sends(notify, providers):
-    providers.tencent.fake.timeout_seconds = 1.5
+    providers.tencent.fake.timeout_seconds = 3.0
     providers.tencent.fake.script("timeout")
     inc = incident("II")
     notify.post_event(graded(inc))

@@ -23,7 +23,7 @@ def leaky_notify(notify_server, providers):
             "leading-group": {"access_token": "ding-token-leading", "secret": "DING-SECRET-must-not-leak"}
         },
     )
-    server = notify_server(workers_enabled=False, provider_timeout_seconds=0.5, **s)
+    server = notify_server(workers_enabled=False, provider_timeout_seconds=2.0, **s)
     from services.notify.tests.conftest import Notify
 
     n = Notify(server)

@@ -115,7 +115,7 @@ def fakes(providers):
 
 
 def settings_for(providers, **over) -> NotifySettings:
-    return NotifySettings(**{**providers.settings(), "provider_timeout_seconds": 0.5, **over})
+    return NotifySettings(**{**providers.settings(), "provider_timeout_seconds": 2.0, **over})
 
 
 def test_tencent_adapter_and_its_fake(fakes):
@@ -140,7 +140,7 @@ def test_tencent_adapter_and_its_fake(fakes):
     ):
         fakes.tencent.fake.script(behaviour)
         assert run(lambda h: tencent_sms.TencentSms(s, h).send(msg("13800000001")), s).verdict == verdict
-    fakes.tencent.fake.timeout_seconds = 1.0
+    fakes.tencent.fake.timeout_seconds = 3.0
     fakes.tencent.fake.script("timeout")
     assert run(lambda h: tencent_sms.TencentSms(s, h).send(msg("13800000001")), s).verdict == "unknown"
 
