@@ -174,7 +174,7 @@ def gateway_with(service_app):
     def make(**urls):
         dead = f"http://127.0.0.1:{free_port()}"
         settings = {f"{n}_url": urls.get(n, dead) for n in ("intake", "grading", "notify", "archive")}
-        return service_app("gateway", spec_refresh_seconds=0.2, http_read_timeout=0.5, **settings)
+        return service_app("gateway", spec_refresh_seconds=0.2, http_read_timeout=2.0, **settings)
 
     return make
 
@@ -189,7 +189,7 @@ def test_unreachable_service_is_502(gateway_with):
 
 
 def test_slow_service_is_504(gateway_with):
-    with ServerThread(_echo_upstream(delay=2.0)) as upstream:
+    with ServerThread(_echo_upstream(delay=4.0)) as upstream:
         gw = gateway_with(notify=upstream.url)
         resp = gw.post("/api/v1/notifications/1/ack", json={})
         assert resp.status_code == 504 and error_code(resp) == "upstream_timeout"
