@@ -135,7 +135,8 @@ class EventConsumer:
             out.append((i, EventResult(id=e.id, status="applied")))
         for _, e in run:
             CONSUMED.labels(e.type, next(r.status for j, r in out if r.id == e.id)).inc()
-        log.info("applied %s %s events in one transaction", len(fresh), run[0][1].type)
+        if fresh:
+            log.info("applied %s %s events in one transaction", len(fresh), run[0][1].type)
         return out
 
     async def apply(self, raw: dict[str, Any], state: Any) -> EventResult:

@@ -82,6 +82,13 @@ class Notify:
         assert resp.status_code == 200, resp.text
         return resp.json()["results"][0]
 
+    def post_events(self, events) -> list[dict]:
+        """Deliver several events in one signed request, as a relay does with a batch."""
+        body = {"events": [e.model_dump(mode="json") for e in events]}
+        resp = signed("POST", f"{self.url}/internal/events", body=body)
+        assert resp.status_code == 200, resp.text
+        return resp.json()["results"]
+
     def deliveries(self, **params) -> list[dict]:
         """GET /api/v1/notifications as a leader."""
         resp = self.http.get("/api/v1/notifications", params={"limit": 500, **params}, headers=self.headers())

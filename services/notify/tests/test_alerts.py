@@ -330,6 +330,30 @@ def test_workflow_requests_of_every_kind_reach_their_recipients(notify, provider
     assert notify.post_event(requested(inc, "horoscope"))["status"] == "rejected"
 
 
+def test_a_batch_of_events_is_applied_together_and_a_bad_one_gets_its_own_verdict(notify, providers):
+    # After an outage a relay sends what piled up in one request: two 催办 of one incident, the
+    # incident's grading, and a request of a kind notify has no policy for.
+    inc = incident("III", lead_unit={"code": "a5-education", "name": "A5区教育局"})
+    other = incident("II")
+    first = requested(inc, "reminder", unit_codes=["a5-education"], params={"fraction": 0.8})
+    second = requested(inc, "supervision", unit_codes=["a5-education"], params={"overdue": True})
+    events = [first, second, graded(other), requested(other, "reminder", unit_codes=["a5-education"])]
+    assert [r["status"] for r in notify.post_events(events)] == ["applied"] * 4
+    notify.drain()
+    assert {d["event"] for d in notify.deliveries(incident_id=inc.id)} == {"reminder", "supervision"}
+    assert notify.deliveries(incident_id=other.id, channel="sms")
+    # Delivered again (the relay never heard back): nothing twice.
+    before = len(notify.deliveries())
+    assert [r["status"] for r in notify.post_events(events)] == ["duplicate"] * 4
+    notify.drain()
+    assert len(notify.deliveries()) == before
+    # One bad event in a run does not sink the others: each gets its own verdict.
+    third = requested(inc, "reminder", unit_codes=["a5-education"], params={"fraction": 0.9})
+    verdicts = notify.post_events([requested(inc, "horoscope"), third, first])
+    assert [r["status"] for r in verdicts] == ["rejected", "applied", "duplicate"], dump(verdicts)
+    assert "unknown_kind" in verdicts[0]["detail"]
+
+
 def test_a_unit_sees_only_its_own_notifications(notify, providers):
     inc = incident("III", lead_unit={"code": "a3-housing", "name": "A3区住建局"})
     notify.post_event(graded(inc))
