@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import and_, func, or_, update
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -295,6 +295,8 @@ async def _deliver_to(
     """Create the deliveries of one step: one per recipient and channel, grouped per incident."""
     out: list[Delivery] = []
     seen: set[tuple[str, str]] = set()
+    grouped = bool(alert.incident_id and not alert.context.get("immediate"))
+    pending, last_sent = await _recent_deliveries(session, ctx, alert, now) if grouped else ({}, {})
     for recipient, wanted in targets:
         channel = effective_channel(ctx, wanted)
         address = recipient.address(channel)
@@ -303,13 +305,14 @@ async def _deliver_to(
         seen.add((recipient.id, channel))
         item = {"kind": alert.kind, "alert_id": alert.id, "at": now.isoformat(), "text": _item_text(alert)}
         held_until = None
-        if alert.incident_id and not alert.context.get("immediate"):
-            pending = await _pending_for(session, alert.incident_id, recipient.id, channel, now)
-            if pending is not None:
-                _merge_into(ctx, pending, item, alert)
-                session.add(pending)
+        if grouped:
+            waiting = pending.get((recipient.id, channel))
+            if waiting is not None:
+                _merge_into(ctx, waiting, item, alert)
+                session.add(waiting)
                 continue
-            held_until = await _held_until(session, ctx, alert, recipient.id, channel, now)
+            last = last_sent.get((recipient.id, channel))
+            held_until = last + ctx.policy.repeat_interval if last is not None else None
         ref = acklink.new_ref()
         values = {**alert.context.get("values", {}), "link": ack_link(ctx, ref, now)}
         rendered = _render(
@@ -354,39 +357,32 @@ def _item_text(alert: Alert) -> str:
     return label
 
 
-async def _pending_for(session, incident_id, recipient_id, channel, now) -> Delivery | None:
-    """A delivery to this person about this incident that waits for the repeat interval to pass."""
-    q = (
-        select(Delivery)
-        .where(
-            Delivery.incident_id == incident_id,
-            Delivery.recipient_id == recipient_id,
-            Delivery.channel == channel,
-            Delivery.status == "queued",
-            Delivery.attempts == 0,
-            Delivery.next_attempt_at > now,
-            or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
-        )
-        .order_by(Delivery.next_attempt_at)
-        .limit(1)
+async def _recent_deliveries(session, ctx: Context, alert: Alert, now: datetime):
+    """For the repeat interval, per (recipient, channel) of the incident: the delivery still waiting
+    for it to pass (new items fold into it), and when another alert last reached them."""
+    waiting = and_(
+        Delivery.status == "queued",
+        Delivery.attempts == 0,
+        Delivery.next_attempt_at > now,
+        or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
     )
-    return (await session.exec(q)).first()
-
-
-async def _held_until(session, ctx: Context, alert: Alert, recipient_id: str, channel: str, now: datetime):
-    """When the repeat interval lets this person hear about the incident again (None: now)."""
-    since = now - ctx.policy.repeat_interval
-    q = select(func.max(Delivery.sent_at)).where(
-        Delivery.incident_id == alert.incident_id,
-        Delivery.recipient_id == recipient_id,
-        Delivery.channel == channel,
-        Delivery.sent_at > since,
+    sent = and_(
+        Delivery.sent_at > now - ctx.policy.repeat_interval,
         or_(Delivery.alert_id.is_(None), Delivery.alert_id != alert.id),
     )
-    last = (await session.exec(q)).one()
-    if last is None:
-        return None
-    return last + ctx.policy.repeat_interval
+    # One query for every recipient of the step (the step's people are few, their history short).
+    q = select(Delivery, waiting.label("waiting"), sent.label("sent")).where(
+        Delivery.incident_id == alert.incident_id, or_(waiting, sent)
+    )
+    pending: dict[tuple[str, str], Delivery] = {}
+    last_sent: dict[tuple[str, str], datetime] = {}
+    for d, is_waiting, is_sent in (await session.exec(q)).all():
+        key = (d.recipient_id, d.channel)
+        if is_waiting and (key not in pending or d.next_attempt_at < pending[key].next_attempt_at):
+            pending[key] = d
+        if is_sent and (key not in last_sent or d.sent_at > last_sent[key]):
+            last_sent[key] = d.sent_at
+    return pending, last_sent
 
 
 def _merge_into(ctx: Context, d: Delivery, item: dict, alert: Alert) -> None:
