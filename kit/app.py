@@ -1,5 +1,6 @@
 """What every service's `create_app()` shares: runtime resources, health, metrics, errors, middleware."""
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -141,6 +142,31 @@ async def _schema_at_head(state, *, raise_unreachable: bool = False) -> bool:
     return True
 
 
+_heap_frozen = False
+
+
+def _freezing_startup_heap(lifespan):
+    """The app's lifespan, then (once per process) the start-up heap moved out of the collector's way.
+
+    What start-up builds (modules, schemas, routes, models) lives as long as the process; a full
+    collection walked all of it, ≈ 100 ms in which every request in flight waited — the long tail of
+    the latency under load. Frozen, the collector scans only what requests allocate.
+    """
+
+    @asynccontextmanager
+    async def run(app: FastAPI):
+        global _heap_frozen
+        async with lifespan(app) as value:
+            if not _heap_frozen:
+                _heap_frozen = True
+                gc.collect()
+                gc.freeze()
+                log.info("start-up heap frozen: %s objects out of the collector's way", gc.get_freeze_count())
+            yield value
+
+    return run
+
+
 def build_app(
     *,
     settings: ServiceSettings,
@@ -154,7 +180,13 @@ def build_app(
 ) -> FastAPI:
     """A FastAPI app with the platform's error shape, middleware, /livez, /readyz and /metrics."""
     configure_logging(service=settings.service_name, level=settings.log_level, json_output=settings.log_json)
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan, **fastapi_kwargs)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=_freezing_startup_heap(lifespan),
+        **fastapi_kwargs,
+    )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     for router in routers:

@@ -252,3 +252,33 @@ def test_a_start_up_step_waits_for_a_restarting_database_but_not_for_a_real_erro
     with pytest.raises(OperationalError):
         asyncio.run(retry_while_database_down(down, seconds=0.5))
     assert time.monotonic() - started < 5  # gives up after its time, for the supervisor to restart
+
+
+def test_the_pool_sees_a_connection_the_server_closed():
+    # The pool's check of idle connections goes through kit.http's stream: a connection the server
+    # has closed must read as "readable" (so it is dropped, not reused for the next request).
+    from kit.http import _Backend
+
+    async def go():
+        closed = asyncio.Event()
+
+        async def serve(reader, writer):
+            await closed.wait()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        stream = await _Backend().connect_tcp("127.0.0.1", port)
+        before = stream.get_extra_info("is_readable")
+        closed.set()
+        for _ in range(100):
+            if stream.get_extra_info("is_readable"):
+                break
+            await asyncio.sleep(0.01)
+        after = stream.get_extra_info("is_readable")
+        await stream.aclose()
+        server.close()
+        return before, after
+
+    before, after = asyncio.run(go())
+    assert (before, after) == (False, True)
