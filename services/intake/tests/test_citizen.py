@@ -125,8 +125,13 @@ def test_a_published_reply_reaches_the_portal_signed_after_retries(stack):
         body["message"]["tracking_code"] == accepted["tracking_code"]
         and body["reply"]["text"] == "已处理完毕。"
     )
-    [(attempts_db, delivered)] = stack.sql(
-        "SELECT attempts, delivered_at FROM callback WHERE message_id = :m", m=accepted["id"]
+    # The portal has answered; intake records the outcome a moment later, in its own transaction.
+    [(attempts_db, delivered)] = wait_until(
+        lambda: stack.sql(
+            "SELECT attempts, delivered_at FROM callback WHERE message_id = :m AND delivered_at IS NOT NULL",
+            m=accepted["id"],
+        ),
+        what="the delivery recorded",
     )
     assert attempts_db == 3 and delivered is not None
     metrics = httpx.get(f"{stack.intake.url}/metrics", trust_env=False).text
