@@ -95,7 +95,7 @@ def _sqlstates(exc: BaseException) -> set[str]:
         code = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
         if isinstance(code, str):
             found.add(code)
-        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
+        todo += [getattr(e, "orig", None), e.__cause__]  # the driver's error, and what it wraps
     return found
 
 

@@ -76,6 +76,21 @@ class EventConsumer:
 
         return register
 
+    def on_each(self, event_type: str) -> Callable[[Handler], Handler]:
+        """Register a per-event handler; a run of such events is applied in one transaction, each
+        event seeing the rows of the ones before it (a failure falls back to one transaction each)."""
+
+        def register(fn: Handler) -> Handler:
+            async def run(session, events, state) -> None:
+                for event in events:
+                    await fn(session, event, state)
+                    await session.flush()
+
+            self.on_batch(event_type)(run)
+            return fn
+
+        return register
+
     async def apply_all(self, raws: list[dict[str, Any]], state: Any) -> list[EventResult]:
         """Apply a delivery in order; runs of a batch-handled type share one transaction."""
         results: list[EventResult | None] = [None] * len(raws)

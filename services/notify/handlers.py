@@ -10,22 +10,7 @@ from services.notify.policy import EVENTS
 consumer = EventConsumer(inbox_model=InboxEvent)
 
 
-def batched(event_type: str):
-    """Register a per-event handler so that a run of such events is applied in one transaction."""
-
-    def register(fn):
-        async def run(session, events, state) -> None:
-            for event in events:
-                await fn(session, event, state)
-                await session.flush()  # the next event of the run sees this one's rows
-
-        consumer.on_batch(event_type)(run)
-        return fn
-
-    return register
-
-
-@batched("incident.graded")
+@consumer.on_each("incident.graded")
 async def on_graded(session, event: IncidentGraded, state) -> None:
     """Alert the people the level calls for; follow a level I–II incident with 续报."""
     now = state.clock.now()
@@ -42,7 +27,7 @@ async def on_graded(session, event: IncidentGraded, state) -> None:
     await service.start_follow_up(session=session, ctx=state.notify_ctx(), incident=incident, now=now)
 
 
-@batched("incident.escalated")
+@consumer.on_each("incident.escalated")
 async def on_escalated(session, event: IncidentEscalated, state) -> None:
     """The level rose: a new alert replaces the old chain; 续报 start or speed up."""
     now = state.clock.now()
@@ -60,13 +45,13 @@ async def on_escalated(session, event: IncidentEscalated, state) -> None:
     await service.start_follow_up(session=session, ctx=state.notify_ctx(), incident=incident, now=now)
 
 
-@batched("incident.closed")
+@consumer.on_each("incident.closed")
 async def on_closed(session, event: IncidentClosed, state) -> None:
     """Chains, 续报 and waiting alerts of a closed incident stop."""
     await service.close_incident(session=session, incident=event.data, now=state.clock.now())
 
 
-@batched("notification.requested")
+@consumer.on_each("notification.requested")
 async def on_requested(session, event: NotificationRequested, state) -> None:
     """催办, 督办, 续报, a published reply, 质疑跟帖 … as the workflow asks."""
     data = event.data
