@@ -282,3 +282,35 @@ def test_the_pool_sees_a_connection_the_server_closed():
 
     before, after = asyncio.run(go())
     assert (before, after) == (False, True)
+
+
+def test_a_pooled_connection_the_server_ended_is_replaced_at_checkout(databases, backend):
+    # No pre-ping round trips: a connection PostgreSQL terminated (as in a restart) is seen closed at
+    # checkout and replaced, so the next transaction succeeds on a new backend.
+    if backend != "postgres":
+        pytest.skip("PostgreSQL only: SQLite has no server to end a connection")
+    from sqlalchemy import text
+
+    from kit.db import make_engine
+
+    url = databases.url("pool")
+
+    async def go():
+        engine = make_engine(url, pool_size=1, max_overflow=0)
+        try:
+            async with engine.connect() as conn:
+                first = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+            admin = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+            try:
+                assert await admin.fetchval("SELECT pg_terminate_backend($1)", first)
+            finally:
+                await admin.close()
+            await asyncio.sleep(0.3)  # the loop reads the server's goodbye
+            async with engine.connect() as conn:
+                second = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+            return first, second
+        finally:
+            await engine.dispose()
+
+    first, second = asyncio.run(go())
+    assert first != second

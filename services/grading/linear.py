@@ -32,15 +32,49 @@ class CharNgrams:
         self.ngram_range = tuple(ngram_range)
         self.lowercase = lowercase
 
-    def __call__(self, text: str) -> list[str]:
+    def _fold(self, text: str) -> str:
         if self.lowercase:
             text = text.lower()
-        text = _WHITE_SPACES.sub(" ", text)
+        return _WHITE_SPACES.sub(" ", text)
+
+    def __call__(self, text: str) -> list[str]:
+        text = self._fold(text)
         low, high = self.ngram_range
         grams = list(text) if low == 1 else []
         for n in range(max(low, 2), min(high + 1, len(text) + 1)):
             grams.extend(text[i : i + n] for i in range(len(text) - n + 1))
         return grams
+
+    @property
+    def encodable(self) -> bool:
+        """Whether every n-gram fits one 64-bit code (n ≤ 3)."""
+        return self.ngram_range[1] <= MAX_CODED_N
+
+    def codes(self, text: str) -> np.ndarray:
+        """The same n-grams as 64-bit codes (`gram_code`), computed with numpy."""
+        text = self._fold(text)
+        chars = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+        chars += 1
+        low, high = self.ngram_range
+        parts = []
+        for n in range(low, min(high, len(chars)) + 1):
+            m = len(chars) - n + 1
+            code = chars[:m].copy()
+            for k in range(1, n):
+                code |= chars[k : k + m] << (_CHAR_BITS * k)
+            parts.append(code)
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+# A code point + 1 takes at most 21 bits, so up to three characters make one non-negative int64 and
+# grams of different lengths never share a code (the last character is never 0).
+_CHAR_BITS = 21
+MAX_CODED_N = 3
+
+
+def gram_code(gram: str) -> int:
+    """The 64-bit code of an n-gram of at most three characters."""
+    return sum((ord(c) + 1) << (_CHAR_BITS * k) for k, c in enumerate(gram))
 
 
 class TermFeatures:
@@ -104,18 +138,52 @@ def _analyzer(tfidf) -> CharNgrams:
 
 
 class FastLinear:
-    """A fitted TF-IDF (+ term features) → calibrated linear SVM, as plain arrays."""
+    """A fitted TF-IDF (+ term features) → calibrated linear SVM, as plain arrays.
+
+    The vocabulary is kept as sorted n-gram codes (12 bytes a term instead of a ≈ 120-byte dict entry)
+    and a text's n-grams are looked up all at once with numpy; the calibration folds' coefficients are
+    stacked, features by row, so one gather and one product give every fold's decision values.
+    """
 
     def __init__(self, analyzer, vocabulary, idf, taxonomy, heads, classes, prep=None):
         self.prep = prep
         self.analyzer = analyzer
-        self.vocabulary = vocabulary
         self.idf = idf
         self.taxonomy = taxonomy
-        self.heads = heads  # [(coef (k×d), intercept (k), a (k), b (k), class index (k))]
         self.classes = [str(c) for c in classes]
         self.n_classes = len(self.classes)
         self.n_chars = len(idf)
+        self._set_vocabulary(vocabulary)
+        self._stack(heads)
+
+    def _set_vocabulary(self, vocabulary: dict[str, int]) -> None:
+        if self.analyzer.encodable:
+            codes = np.fromiter((gram_code(g) for g in vocabulary), dtype=np.int64, count=len(vocabulary))
+            order = np.argsort(codes)
+            self.codes = codes[order]
+            self.code_cols = np.fromiter(vocabulary.values(), dtype=np.int32, count=len(vocabulary))[order]
+            self.vocabulary = None
+        else:
+            self.codes, self.code_cols, self.vocabulary = None, None, dict(vocabulary)
+
+    def _stack(self, heads: list[tuple]) -> None:
+        """heads: [(coef (k×d), intercept (k), sigmoid a (k), sigmoid b (k), class index (k))]."""
+        self.weights = np.ascontiguousarray(np.concatenate([h[0] for h in heads]).T, dtype=np.float32)
+        self.intercept = np.concatenate([h[1] for h in heads]).astype(np.float64)
+        self.sig_a = np.concatenate([h[2] for h in heads]).astype(np.float64)
+        self.sig_b = np.concatenate([h[3] for h in heads]).astype(np.float64)
+        self.head_slices = []
+        start = 0
+        for h in heads:
+            self.head_slices.append((start, start + len(h[4]), np.asarray(h[4])))
+            start += len(h[4])
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "heads" in state:  # a model file written before the vocabulary was coded
+            heads = self.__dict__.pop("heads")
+            self._set_vocabulary(self.__dict__.pop("vocabulary"))
+            self._stack(heads)
 
     @classmethod
     def from_pipeline(cls, pipeline, *, prep) -> "FastLinear":
@@ -146,16 +214,29 @@ class FastLinear:
             pipeline.classes_,
         )
 
+    def _term_counts(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Vocabulary columns of the text's n-grams and how often each occurs."""
+        if self.codes is None:
+            vocab = self.vocabulary
+            counts: dict[int, int] = {}
+            for gram, n in Counter(self.analyzer(text)).items():
+                j = vocab.get(gram)
+                if j is not None:
+                    counts[j] = n
+            cols = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+            return cols, np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+        codes = self.analyzer.codes(text)
+        if not len(self.codes) or not len(codes):
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        pos = np.searchsorted(self.codes, codes)
+        np.minimum(pos, len(self.codes) - 1, out=pos)
+        pos = pos[self.codes[pos] == codes]
+        cols, counts = np.unique(self.code_cols[pos], return_counts=True)
+        return cols.astype(np.int64), counts.astype(np.float64)
+
     def _row(self, text: str, tax: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        vocab = self.vocabulary
-        counts: dict[int, int] = {}
-        for gram, n in Counter(self.analyzer(self.prep(text) if self.prep else text)).items():
-            j = vocab.get(gram)
-            if j is not None:
-                counts[j] = n
-        cols = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-        tf = 1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))
-        vals = tf * self.idf[cols]
+        cols, counts = self._term_counts(self.prep(text) if self.prep else text)
+        vals = (1.0 + np.log(counts)) * self.idf[cols]
         norm = np.sqrt((vals * vals).sum())
         if norm > 0:
             vals = vals / norm
@@ -178,14 +259,15 @@ class FastLinear:
                 t = self.taxonomy
                 tax = np.log1p(np.array([level1_scores[i].get(n, 0.0) for n in t.level1])) * t.weight
             cols, vals = self._row(text, tax)
-            mean = np.zeros(self.n_classes)
-            for coef, intercept, a, b, idx in self.heads:
-                decision = coef[:, cols] @ vals + intercept
+            decision = vals @ self.weights[cols] + self.intercept
+            sig = 1.0 / (1.0 + np.exp(self.sig_a * decision + self.sig_b))
+            mean = out[i]
+            for start, stop, idx in self.head_slices:
                 p = np.zeros(self.n_classes)
-                p[idx] = 1.0 / (1.0 + np.exp(a * decision + b))
+                p[idx] = sig[start:stop]
                 total = p.sum()
-                mean += p / total if total > 0 else np.full(self.n_classes, 1.0 / self.n_classes)
-            out[i] = mean / len(self.heads)
+                mean += p / total if total > 0 else 1.0 / self.n_classes
+            mean /= len(self.head_slices)
         return out
 
 

@@ -8,7 +8,7 @@ from services.intake.models import InboxEvent
 consumer = EventConsumer(inbox_model=InboxEvent)
 
 
-@consumer.on("message.status_changed")
+@consumer.on_each("message.status_changed")
 async def on_status_changed(session, event: MessageStatusChanged, state) -> None:
     """Keep the citizen view in step with the incident; queue the reply for the client's callback URL."""
     await service.apply_status_change(

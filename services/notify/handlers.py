@@ -10,21 +10,24 @@ from services.notify.policy import EVENTS
 consumer = EventConsumer(inbox_model=InboxEvent)
 
 
-@consumer.on_each("incident.graded")
-async def on_graded(session, event: IncidentGraded, state) -> None:
-    """Alert the people the level calls for; follow a level I–II incident with 续报."""
+@consumer.on_batch("incident.graded")
+async def on_graded(session, events: list[IncidentGraded], state) -> None:
+    """Alert the people the level calls for; follow a level I–II incident with 续报. A run of events
+    is looked up at once (most incidents are new: nothing to supersede, group with or re-check)."""
     now = state.clock.now()
-    incident = event.data
-    await service.track_incident(session=session, incident=incident, now=now)
-    await service.raise_alert(
-        session=session,
-        ctx=state.notify_ctx(),
-        kind="graded",
-        incident=incident,
-        dedupe_key=f"graded:{incident.id}",
-        now=now,
+    ctx = state.notify_ctx()
+    keys = [f"graded:{e.data.id}" for e in events]
+    hints = await service.run_hints(
+        session=session, incident_ids=[e.data.id for e in events], dedupe_keys=keys
     )
-    await service.start_follow_up(session=session, ctx=state.notify_ctx(), incident=incident, now=now)
+    for event, key in zip(events, keys, strict=True):
+        incident = event.data
+        await service.track_incident(session=session, incident=incident, now=now, hints=hints)
+        await service.raise_alert(
+            session=session, ctx=ctx, kind="graded", incident=incident, dedupe_key=key, now=now, hints=hints
+        )
+        await service.start_follow_up(session=session, ctx=ctx, incident=incident, now=now)
+        hints.done(incident.id, key)
 
 
 @consumer.on_each("incident.escalated")

@@ -114,11 +114,55 @@ def incident_values(
 # --- incidents notify follows ----------------------------------------------------------------------
 
 
+@dataclass
+class RunHints:
+    """What one look-up per run of events found, so that each event skips the queries whose answer is
+    already known: incidents notify has no row for, incidents with no alert or delivery yet, dedupe keys
+    no alert holds. An event's own changes end what is known of its incident (`done`)."""
+
+    untracked: set[str]
+    quiet: set[str]
+    free_keys: set[str]
+
+    def done(self, incident_id: str, dedupe_key: str) -> None:
+        """The event of this incident has been handled: later ones in the run look again."""
+        self.untracked.discard(incident_id)
+        self.quiet.discard(incident_id)
+        self.free_keys.discard(dedupe_key)
+
+
+async def run_hints(*, session: AsyncSession, incident_ids: list[str], dedupe_keys: list[str]) -> RunHints:
+    """Three queries for a whole run of events; the tracked incidents stay loaded in the session."""
+    ids = list(dict.fromkeys(incident_ids))
+    tracked = (await session.exec(select(TrackedIncident).where(TrackedIncident.id.in_(ids)))).all()
+    alerted = set(
+        (await session.exec(select(Alert.incident_id).where(Alert.incident_id.in_(ids)).distinct())).all()
+    )
+    delivered = set(
+        (
+            await session.exec(select(Delivery.incident_id).where(Delivery.incident_id.in_(ids)).distinct())
+        ).all()
+    )
+    taken = set((await session.exec(select(Alert.dedupe_key).where(Alert.dedupe_key.in_(dedupe_keys)))).all())
+    return RunHints(
+        untracked=set(ids) - {t.id for t in tracked},
+        quiet=set(ids) - alerted - delivered,
+        free_keys=set(dedupe_keys) - taken,
+    )
+
+
 async def track_incident(
-    *, session: AsyncSession, incident: IncidentSummary, now: datetime, closed: bool = False
+    *,
+    session: AsyncSession,
+    incident: IncidentSummary,
+    now: datetime,
+    closed: bool = False,
+    hints: RunHints | None = None,
 ) -> TrackedIncident:
     """Remember (or update) what an event said of an incident."""
-    row = await session.get(TrackedIncident, incident.id)
+    row = None
+    if hints is None or incident.id not in hints.untracked:
+        row = await session.get(TrackedIncident, incident.id)
     if row is None:
         row = TrackedIncident(
             id=incident.id,
@@ -175,11 +219,17 @@ async def raise_alert(
     unit_codes: list[str] | None = None,
     extra_roles: list[str] | None = None,
     policies=None,
+    hints: RunHints | None = None,
 ) -> Alert | None:
     """Raise the alert an event calls for (once per dedupe key): tell the first step and the copy list,
     and schedule the escalation chain."""
-    if (await session.exec(select(Alert.id).where(Alert.dedupe_key == dedupe_key))).first():
+    known_free = hints is not None and dedupe_key in hints.free_keys
+    if (
+        not known_free
+        and (await session.exec(select(Alert.id).where(Alert.dedupe_key == dedupe_key))).first()
+    ):
         return None
+    quiet = hints is not None and incident is not None and incident.id in hints.quiet
     level = incident.level.value if incident else None
     wc = incident.warning_class.value if incident and incident.warning_class else None
     rt = incident.response_type.value if incident and incident.response_type else None
@@ -216,7 +266,7 @@ async def raise_alert(
         created_at=now,
         next_step_at=now + timedelta(seconds=chain[0]["wait_seconds"]) if chain else None,
     )
-    if kind in INCIDENT_ALERTS and incident is not None:
+    if kind in INCIDENT_ALERTS and incident is not None and not quiet:
         await _supersede(session=session, incident_id=incident.id, now=now)
     session.add(alert)
     targets: list[tuple[Recipient, str]] = []
@@ -224,7 +274,7 @@ async def raise_alert(
         targets += _targets(ctx, alert, chain[0]["roles"], chain[0]["channels"], now)
     for step in cc:
         targets += _targets(ctx, alert, step.roles, step.channels, now)
-    await _deliver_to(session=session, ctx=ctx, alert=alert, step=0, targets=targets, now=now)
+    await _deliver_to(session=session, ctx=ctx, alert=alert, step=0, targets=targets, now=now, quiet=quiet)
     if chain:
         schedule_job(
             session,
@@ -290,13 +340,24 @@ def _render(ctx: Context, template: str, values: dict, channel: str):
 
 
 async def _deliver_to(
-    *, session: AsyncSession, ctx: Context, alert: Alert, step: int, targets, now: datetime
+    *,
+    session: AsyncSession,
+    ctx: Context,
+    alert: Alert,
+    step: int,
+    targets,
+    now: datetime,
+    quiet: bool = False,
 ) -> list[Delivery]:
-    """Create the deliveries of one step: one per recipient and channel, grouped per incident."""
+    """Create the deliveries of one step: one per recipient and channel, grouped per incident (`quiet`:
+    the incident is known to have had no delivery yet)."""
     out: list[Delivery] = []
     seen: set[tuple[str, str]] = set()
     grouped = bool(alert.incident_id and not alert.context.get("immediate"))
-    pending, last_sent = await _recent_deliveries(session, ctx, alert, now) if grouped else ({}, {})
+    if grouped and not quiet:
+        pending, last_sent = await _recent_deliveries(session, ctx, alert, now)
+    else:
+        pending, last_sent = {}, {}
     for recipient, wanted in targets:
         channel = effective_channel(ctx, wanted)
         address = recipient.address(channel)

@@ -11,7 +11,7 @@ from services.grading.bundle import load_bundle
 from services.grading.classifier import CategoryModel, Classifier, title_boost
 from services.grading.clustering import MatterIndex, affine32_permutations, lsh_banding
 from services.grading.evaluation import read_labelled
-from services.grading.linear import CharNgrams, FastLinear
+from services.grading.linear import CharNgrams, FastLinear, gram_code
 from services.grading.tests.helpers import BUNDLE, DATA
 from services.grading.training import fit_pipeline, train_model
 
@@ -103,8 +103,12 @@ def test_char_ngrams_are_scikit_learns():
 
     for ngrams in ((1, 2), (1, 3), (2, 3)):
         theirs = TfidfVectorizer(analyzer="char", ngram_range=ngrams).build_analyzer()
-        for text in ("A3区  某小学\n\n乱收 费ABC", "", "x", "停水"):
+        for text in ("A3区  某小学\n\n乱收 费ABC", "", "x", "停水", "a\x00\x00b😀\U0010ffff"):
             assert CharNgrams(ngrams)(text) == theirs(text)
+            # the numpy codes are the same n-grams, one code each, none shared between two n-grams
+            grams = theirs(text)
+            assert sorted(CharNgrams(ngrams).codes(text).tolist()) == sorted(gram_code(g) for g in grams)
+            assert len({gram_code(g) for g in grams}) == len(set(grams))
 
 
 def test_minhash_permutations_and_lsh_banding_are_datasketchs():
