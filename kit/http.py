@@ -88,8 +88,11 @@ class _Pool(httpcore.AsyncConnectionPool):
         queued = [r for r in self._requests if r.is_queued()]
         if not queued:
             return closing
+        blocked: list = []  # origins that can get no connection now (httpcore's Origin is unhashable)
         for pool_request in queued:
             origin = pool_request.request.url.origin
+            if origin in blocked:
+                continue
             available = next(
                 (c for c in self._connections if c.can_handle_request(origin) and c.is_available()), None
             )
@@ -107,6 +110,11 @@ class _Pool(httpcore.AsyncConnectionPool):
                     connection = self.create_connection(origin)
                     self._connections.append(connection)
                     pool_request.assign_to_connection(connection)
+                else:
+                    # Full, nothing idle: the loop only takes connections, so every later request for
+                    # this origin waits too. Skipping them keeps a long queue (an overloaded upstream)
+                    # from costing queue × pool on every request that comes or goes.
+                    blocked.append(origin)
         return closing
 
 

@@ -37,7 +37,8 @@ DEAD = Counter("minsheng_outbox_dead_total", "Outbox rows rejected for good", ["
 BACKLOG = Gauge("minsheng_outbox_backlog", "Outbox rows not yet delivered")
 BACKLOG_AGE = Gauge("minsheng_outbox_oldest_age_seconds", "Age of the oldest undelivered outbox row")
 
-LEASE = timedelta(seconds=30)
+# A claim outlives the delivery's own time limit, so no other replica sends a batch still in flight.
+LEASE_MARGIN = timedelta(seconds=30)
 
 
 class OutboxFields(SQLModel):
@@ -206,7 +207,7 @@ class Outbox(BackgroundWorker):
         stmt = (
             update(t)
             .where(t.c.id.in_(due.scalar_subquery()))
-            .values(claimed_until=now + LEASE)
+            .values(claimed_until=now + timedelta(seconds=self.settings.relay_timeout_seconds) + LEASE_MARGIN)
             .returning(
                 t.c.id,
                 t.c.event_id,
@@ -232,6 +233,9 @@ class Outbox(BackgroundWorker):
                 content='{"events":[' + ",".join(r.payload for r in items) + "]}",
                 headers={"content-type": "application/json"},
                 auth=ServiceAuth(self.settings.service_secret),
+                timeout=httpx.Timeout(
+                    self.settings.relay_timeout_seconds, connect=self.settings.http_connect_timeout
+                ),
             )
             if resp.status_code != 200:
                 raise RuntimeError(f"{dest} answered {resp.status_code}: {resp.text[:200]}")
@@ -241,7 +245,9 @@ class Outbox(BackgroundWorker):
             self._failures[dest] = n
             self._blocked_until[dest] = self.clock() + timedelta(seconds=self._backoff(n))
             RELAY_FAILURES.labels(dest).inc()
-            log.warning("delivery to %s failed (%s attempt in a row): %s", dest, n, exc)
+            log.warning(
+                "delivery to %s failed (%s attempt in a row): %s: %s", dest, n, type(exc).__name__, exc
+            )
             for r in items:
                 outcomes[r.id] = ("wait", str(exc)[:1000])
             return

@@ -82,6 +82,9 @@ class ServiceSettings(BaseSettings):
     relay_linger_seconds: float = 0.005
     relay_backoff_base_seconds: float = 0.5
     relay_backoff_max_seconds: float = 60.0
+    # How long a delivery may take to be answered. A busy consumer works through a batch of 200 for
+    # seconds; giving up sooner only sends the same batch again while the first is still being applied.
+    relay_timeout_seconds: float = 60.0
     internal_signature_window_seconds: int = 300
 
     @property

@@ -314,3 +314,40 @@ def test_a_pooled_connection_the_server_ended_is_replaced_at_checkout(databases,
 
     first, second = asyncio.run(go())
     assert first != second
+
+
+def test_the_pool_serves_a_long_queue():
+    # Far more calls than connections: each waits for a connection and every one is answered once
+    # (the pool skips an origin that can get no connection, so a long queue stays cheap).
+    from kit.http import PoolTransport
+
+    async def go():
+        order: list[int] = []
+
+        async def serve(reader, writer):
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:  # the client closed the connection
+                    break
+                path = head.split(b" ", 2)[1].decode()
+                order.append(int(path.strip("/")))
+                await asyncio.sleep(0.002)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        limits = httpx.Limits(max_connections=3, max_keepalive_connections=3)
+        async with httpx.AsyncClient(transport=PoolTransport(limits=limits), trust_env=False) as http:
+            tasks = []
+            for i in range(300):
+                tasks.append(asyncio.create_task(http.get(f"http://127.0.0.1:{port}/{i}")))
+                await asyncio.sleep(0)  # each call queues before the next is made
+            answers = await asyncio.gather(*tasks)
+        server.close()
+        return [r.status_code for r in answers], order
+
+    statuses, order = asyncio.run(go())
+    assert statuses == [200] * 300
+    assert sorted(order) == list(range(300))

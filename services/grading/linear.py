@@ -7,6 +7,7 @@ message instead of ~7 (no per-call validation or sparse-matrix building). Same n
 pipeline's `predict_proba`.
 """
 
+import copy
 import re
 from collections import Counter
 from typing import Any
@@ -177,6 +178,26 @@ class FastLinear:
         for h in heads:
             self.head_slices.append((start, start + len(h[4]), np.asarray(h[4])))
             start += len(h[4])
+
+    def vocabulary_dict(self) -> dict[str, int]:
+        """The vocabulary as n-gram → column (decoded from the codes when they are in use)."""
+        if self.codes is None:
+            return dict(self.vocabulary)
+        mask = (1 << _CHAR_BITS) - 1
+        out = {}
+        for code, col in zip(self.codes.tolist(), self.code_cols.tolist(), strict=True):
+            chars = []
+            while code:
+                chars.append(chr((code & mask) - 1))
+                code >>= _CHAR_BITS
+            out["".join(chars)] = col
+        return out
+
+    def with_dict_lookup(self) -> "FastLinear":
+        """The same model looking n-grams up in a dict (the way before the codes; for comparison)."""
+        twin = copy.copy(self)
+        twin.vocabulary, twin.codes, twin.code_cols = self.vocabulary_dict(), None, None
+        return twin
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)

@@ -96,6 +96,11 @@ def test_the_compiled_model_gives_the_fitted_pipelines_probabilities(bundle, tmp
     texts = [r.text for r in test] + ["", "  A  b\n\tC  "]
     assert loaded.labels == [str(c) for c in pipeline.classes_]
     assert np.allclose(loaded.predict_proba(texts), pipeline.predict_proba(texts), atol=1e-5)
+    # The coded vocabulary decodes to scikit-learn's, and the dict look-up gives the same numbers.
+    tfidf = dict(pipeline.named_steps["features"].transformer_list)["chars"].steps[-1][1]
+    assert loaded.compiled.vocabulary_dict() == tfidf.vocabulary_
+    twin = loaded.compiled.with_dict_lookup()
+    assert np.allclose(twin.predict_proba(texts), loaded.compiled.predict_proba(texts), atol=1e-12)
 
 
 def test_char_ngrams_are_scikit_learns():

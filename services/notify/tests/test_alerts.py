@@ -122,16 +122,21 @@ def test_wecom_token_is_cached_and_refreshed_once_when_it_expires(notify, provid
     assert not notify.deliveries(channel="wecom_app", status="failed")
 
 
+def housing_contact(notify, incident_id: str) -> tuple[dict, str]:
+    """The SMS delivery to A3区住建局's contact about the incident, and that contact's phone."""
+    [contact] = [
+        d
+        for d in notify.deliveries(incident_id=incident_id, channel="sms")
+        if d["recipient"].startswith("A3区住房")
+    ]
+    return contact, notify.state.directory.find(contact["recipient_id"]).phone
+
+
 def test_grouping_one_message_per_repeat_interval_then_a_summary(notify, providers):
     inc = incident("III", lead_unit={"code": "a3-housing", "name": "A3区住房和城乡建设局"})
     notify.post_event(graded(inc))
     notify.drain()
-    [contact] = [
-        d
-        for d in notify.deliveries(incident_id=inc.id, channel="sms")
-        if d["recipient"].startswith("A3区住房")
-    ]
-    contact_phone = notify.state.directory.find(contact["recipient_id"]).phone
+    contact, contact_phone = housing_contact(notify, inc.id)
     assert len(sms_to(providers, contact_phone)) == 1
     # Three more 催办 about the same incident within the interval: nothing more goes out now …
     for kind in ("reminder", "reminder", "reminder"):
@@ -482,3 +487,32 @@ def test_a_robot_is_not_sent_more_than_its_rate_allows(notify_server, providers)
         assert len(providers.wecom.fake.of_kind("robot")) == 2  # the third was never sent to be refused
     finally:
         n.http.close()
+
+
+def test_a_run_of_gradings_is_looked_up_at_once_yet_sees_what_came_before(notify, providers):
+    # One delivery with: a new incident, the same incident graded again (another event), an incident
+    # whose unit was reached minutes ago (its grading waits for the repeat interval) and another new one.
+    unit = {"code": "a3-housing", "name": "A3区住房和城乡建设局"}
+    earlier, twice, fresh = incident("III", lead_unit=unit), incident("III", lead_unit=unit), incident("III")
+    notify.post_event(requested(earlier, "reminder", unit_codes=["a3-housing"], params={"fraction": 0.5}))
+    notify.drain()
+    contact, phone = housing_contact(notify, earlier.id)
+    assert len(sms_to(providers, phone)) == 1
+
+    run = [graded(twice), graded(twice), graded(earlier), graded(fresh)]
+    assert [r["status"] for r in notify.post_events(run)] == ["applied"] * 4
+    notify.drain()
+    alerts = notify.http.get(
+        "/api/v1/notifications/alerts", params={"limit": 100}, headers=notify.headers()
+    ).json()["items"]
+    graded_alerts = [a for a in alerts if a["kind"] == "graded"]
+    # Once per incident, even when one run carries the same incident twice.
+    assert sorted(a["incident_id"] for a in graded_alerts) == sorted([twice.id, earlier.id, fresh.id])
+    assert len(notify.deliveries(incident_id=twice.id)) == len(notify.deliveries(incident_id=fresh.id))
+    # The unit reached minutes ago about `earlier` is not told again before the interval …
+    held = notify.deliveries(
+        incident_id=earlier.id, recipient_id=contact["recipient_id"], channel="sms", status="queued"
+    )
+    assert len(held) == 1 and held[0]["next_attempt_at"] > notify.clock.now().isoformat(), dump(held)
+    # … while the same unit hears at once of `twice`, a matter it had not been told of.
+    assert len(sms_to(providers, phone)) == 2
