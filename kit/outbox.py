@@ -38,7 +38,7 @@ BACKLOG = Gauge("minsheng_outbox_backlog", "Outbox rows not yet delivered")
 BACKLOG_AGE = Gauge("minsheng_outbox_oldest_age_seconds", "Age of the oldest undelivered outbox row")
 
 # A claim outlives the delivery's own time limit, so no other replica sends a batch still in flight.
-LEASE_MARGIN = timedelta(seconds=30)
+LEASE_MARGIN = timedelta(seconds=5)
 
 
 class OutboxFields(SQLModel):

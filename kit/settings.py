@@ -84,7 +84,8 @@ class ServiceSettings(BaseSettings):
     relay_backoff_max_seconds: float = 60.0
     # How long a delivery may take to be answered. A busy consumer works through a batch of 200 for
     # seconds; giving up sooner only sends the same batch again while the first is still being applied.
-    relay_timeout_seconds: float = 60.0
+    # A claim lasts this + 5 s, which is also how long a killed relay's claims hold up the others.
+    relay_timeout_seconds: float = 25.0
     internal_signature_window_seconds: int = 300
 
     @property

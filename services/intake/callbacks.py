@@ -149,6 +149,7 @@ class CallbackSender(BackgroundWorker):
         self.housekeeping_seconds = 300.0
         self._last_housekeeping = 0.0
         self._inflight: set[str] = set()
+        self._lease_until: datetime | None = None
 
     @property
     def poll_seconds(self) -> float:
@@ -170,7 +171,11 @@ class CallbackSender(BackgroundWorker):
                 async with self.sessions() as s:
                     await s.execute(
                         update(Callback)
-                        .where(Callback.id.in_(self._inflight), Callback.delivered_at.is_(None))
+                        .where(
+                            Callback.id.in_(self._inflight),
+                            Callback.delivered_at.is_(None),
+                            Callback.claimed_until == self._lease_until,  # ours, not another replica's
+                        )
                         .values(claimed_until=None)
                     )
                     await s.commit()
@@ -205,13 +210,16 @@ class CallbackSender(BackgroundWorker):
             if not self._sqlite:
                 q = q.with_for_update(skip_locked=True)
             rows = list((await s.exec(q)).all())
+            self._lease_until = now + LEASE
             for r in rows:
-                r.claimed_until = now + LEASE
+                r.claimed_until = self._lease_until
                 s.add(r)
+            # Known before the commit: a stop that lands in the commit or the session's close (the
+            # claim stored, this coroutine not resumed) still hands the claims back.
+            self._inflight = {r.id for r in rows}
             await s.commit()
         if not rows:
             return 0
-        self._inflight = {r.id for r in rows}
         results = await asyncio.gather(*(self._send(r) for r in rows))
         async with self.sessions() as s:
             done = self.clock()
