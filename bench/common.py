@@ -15,6 +15,7 @@ import httpx
 import psutil
 
 from deploy.launcher import ALL, Platform
+from kit.http import KEEPALIVE_SECONDS, PoolTransport
 from tests.support import free_port
 
 PG_URL = os.environ.get("MINSHENG_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
@@ -144,23 +145,30 @@ def rss_mb(p: Platform) -> dict[str, float]:
     return out
 
 
-def postgres_cpu_seconds() -> float:
-    """User + system CPU so far of this host's PostgreSQL processes (server and backends alive now)."""
+def _cpu_of(processes) -> float:
+    """User + system CPU the processes have used so far (one that just ended counts nothing)."""
     total = 0.0
-    for ps in psutil.process_iter(["name"]):
-        if (ps.info["name"] or "").startswith("postgres"):
-            try:
-                t = ps.cpu_times()
-            except psutil.Error:  # a backend that just ended
-                continue
-            total += t.user + t.system
+    for ps in processes:
+        try:
+            t = ps.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
     return total
 
 
-def own_cpu_seconds() -> float:
-    """User + system CPU of this process (the load generator) so far."""
-    t = psutil.Process().cpu_times()
-    return t.user + t.system
+def postgres_cpu_seconds() -> float:
+    """CPU so far of this host's PostgreSQL processes (the server and the backends alive now)."""
+    return _cpu_of(
+        ps for ps in psutil.process_iter(["name"]) if (ps.info["name"] or "").startswith("postgres")
+    )
+
+
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """CPU so far of a process and, unless told not to, its children; the benchmark's own process is
+    `cpu_seconds(os.getpid(), children=False)` (the platform's processes are its children)."""
+    proc = psutil.Process(pid)
+    return _cpu_of((proc, *(proc.children(recursive=True) if children else ())))
 
 
 def client(limit: int = 200) -> httpx.AsyncClient:
@@ -168,8 +176,6 @@ def client(limit: int = 200) -> httpx.AsyncClient:
     pool spends CPU in proportion to queue × connections on every request once calls queue for a
     connection, which made the load generator take ≈ 15 ms of CPU per call from the cores it shares
     with the platform in an overloaded open-loop run."""
-    from kit.http import KEEPALIVE_SECONDS, PoolTransport
-
     limits = httpx.Limits(
         max_connections=limit, max_keepalive_connections=limit, keepalive_expiry=KEEPALIVE_SECONDS
     )

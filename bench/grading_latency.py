@@ -20,20 +20,20 @@ time on a shared machine). Grading uses the trained models of var/models/ when `
 import argparse
 import asyncio
 import json
+import os
 import time
 import uuid
 from datetime import UTC, datetime
 
 import asyncpg
 import httpx
-import psutil
 
 from bench.common import (
     DATA,
     REPO,
     client,
+    cpu_seconds,
     open_loop,
-    own_cpu_seconds,
     postgres_cpu_seconds,
     start_platform,
     stop_platform,
@@ -61,16 +61,6 @@ def rows(n: int) -> list[dict]:
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
-
-
-def cpu_seconds(p, name: str = "grading") -> float:
-    """User + system CPU of one process (and any children) so far."""
-    proc = psutil.Process(p.procs[name].pid)
-    total = 0.0
-    for ps in (proc, *proc.children(recursive=True)):
-        t = ps.cpu_times()
-        total += t.user + t.system
-    return total
 
 
 def main_run(seconds: float, rate: float, single: int, batched: int) -> None:
@@ -125,7 +115,7 @@ async def capacity(p, data: list[dict], per_post: int, tag: str) -> dict:
     time (as one relay does), as fast as grading takes them."""
     url = p.url("grading") + "/internal/events"
     events = [event(i, r, tag) for i, r in enumerate(data)]
-    cpu0, t0 = cpu_seconds(p), time.perf_counter()
+    cpu0, t0 = cpu_seconds(p.procs["grading"].pid), time.perf_counter()
     statuses: dict[str, int] = {}
     async with httpx.AsyncClient(timeout=300, trust_env=False) as http:
         for i in range(0, len(events), per_post):
@@ -138,7 +128,7 @@ async def capacity(p, data: list[dict], per_post: int, tag: str) -> dict:
             for r in resp.json()["results"]:
                 statuses[r["status"]] = statuses.get(r["status"], 0) + 1
     seconds = time.perf_counter() - t0
-    cpu = cpu_seconds(p) - cpu0
+    cpu = cpu_seconds(p.procs["grading"].pid) - cpu0
     got = await graded(p, [e["data"]["message_id"] for e in events], wait=5)
     n = len(events)
     return {
@@ -220,15 +210,15 @@ async def run(p, seconds: float, rate: float, single: int, batched: int, *, trai
             return True
 
         print(f"posting {n} messages through the gateway at {rate:g}/s …", flush=True)
-        cpu0 = {name: cpu_seconds(p, name) for name in p.procs}
-        pg0, own0 = postgres_cpu_seconds(), own_cpu_seconds()
+        cpu0 = {name: cpu_seconds(proc.pid) for name, proc in p.procs.items()}
+        pg0, own0 = postgres_cpu_seconds(), cpu_seconds(os.getpid(), children=False)
         post_run = await open_loop("POST /api/v1/messages", post, rate=rate, seconds=seconds)
         got = await graded(p, list(posted))
-        cpus = {name: cpu_seconds(p, name) - c for name, c in cpu0.items()}
+        cpus = {name: cpu_seconds(p.procs[name].pid) - c for name, c in cpu0.items()}
         # PostgreSQL (backends that ended during the run are not counted) and this load generator
         # (including its polling for graded rows) share the two cores too.
         cpus["postgres"] = postgres_cpu_seconds() - pg0
-        cpus["load generator"] = own_cpu_seconds() - own0
+        cpus["load generator"] = cpu_seconds(os.getpid(), children=False) - own0
         cpu = cpus["grading"]
         metrics = (await http.get(p.url("grading") + "/metrics")).text
     lat = [row["graded_at"].timestamp() - posted[row["message_id"]] for row in got]

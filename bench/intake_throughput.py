@@ -18,7 +18,6 @@ while grading's own work does not compete for the two cores; `--grading none` le
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -33,7 +32,7 @@ import asyncpg
 import httpx
 import psutil
 
-from bench.common import DATA, PG_URL, client, closed_loop, open_loop
+from bench.common import DATA, PG_URL, client, closed_loop, cpu_seconds, open_loop
 from deploy.launcher import REPO, Platform, migrations_dir
 from kit.migrate import upgrade
 from services.intake.api.schemas import MessageIn
@@ -278,14 +277,7 @@ class CpuMeter:
         self.procs = {n: psutil.Process(p.pid) for n, p in platform.procs.items()}
 
     def read(self) -> dict[str, float]:
-        out = {}
-        for name, proc in self.procs.items():
-            total = sum(proc.cpu_times()[:2])
-            for child in proc.children(recursive=True):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    total += sum(child.cpu_times()[:2])
-            out[name] = total
-        return out
+        return {name: cpu_seconds(proc.pid) for name, proc in self.procs.items()}
 
     def per(self, before: dict[str, float], count: int) -> dict[str, float]:
         """Milliseconds of CPU per unit of work since `before`."""

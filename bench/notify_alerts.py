@@ -25,10 +25,9 @@ import uuid
 from datetime import UTC, datetime
 
 import httpx
-import psutil
 import yaml
 
-from bench.common import client, start_platform, stop_platform
+from bench.common import client, cpu_seconds, start_platform, stop_platform
 from kit.security import ServiceAuth
 from kit.settings import REPO_ROOT
 from schema.dto import IncidentSummary, UnitRef
@@ -213,14 +212,6 @@ async def throughput(p, fakes: Providers, units: list[tuple[str, str]]) -> dict:
         "notify_cpu_ms": 1000 * (cpu1[0] - cpu0[0]) / max(1, len(drained)),
         "fakes_cpu_ms": 1000 * (cpu1[1] - cpu0[1]) / max(1, len(drained)),
     }
-
-
-def cpu_seconds(pid: int, *, children: bool = True) -> float:
-    """CPU time (user + system) a process (and its children) have used."""
-    proc = psutil.Process(pid)
-    kids = proc.children(recursive=True) if children else []
-    times = [proc.cpu_times(), *(c.cpu_times() for c in kids)]
-    return sum(t.user + t.system for t in times)
 
 
 def _direct_load(settings: dict, n: int, concurrency: int, out) -> None:

@@ -132,7 +132,7 @@ class RunHints:
 
 
 async def run_hints(*, session: AsyncSession, incident_ids: list[str], dedupe_keys: list[str]) -> RunHints:
-    """Three queries for a whole run of events; the tracked incidents stay loaded in the session."""
+    """Four queries for a whole run of events; the tracked incidents stay loaded in the session."""
     ids = list(dict.fromkeys(incident_ids))
     tracked = (await session.exec(select(TrackedIncident).where(TrackedIncident.id.in_(ids)))).all()
     alerted = set(
