@@ -21,8 +21,8 @@ from kit.http import make_http_client
 from kit.inbox import EventConsumer
 from kit.logging import configure_logging
 from kit.middleware import RequestContextMiddleware
-from kit.migrate import current_revision, head_revision
 from kit.outbox import Outbox
+from kit.schema_revision import current_revision, head_revision
 from kit.settings import ServiceSettings
 
 log = logging.getLogger("minsheng.app")

@@ -7,10 +7,8 @@ from pathlib import Path
 
 from alembic import command, context
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import pool
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from kit.db import is_sqlite
 
@@ -32,17 +30,6 @@ def upgrade(migrations_dir: Path, url: str, revision: str = "head") -> None:
         Path(url.split("///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
     cfg = alembic_config(migrations_dir, url)
     _outside_loop(lambda: command.upgrade(cfg, revision))
-
-
-def head_revision(migrations_dir: Path) -> str | None:
-    """The newest revision in the service's migrations folder."""
-    return ScriptDirectory.from_config(alembic_config(migrations_dir, "sqlite://")).get_current_head()
-
-
-async def current_revision(engine: AsyncEngine) -> str | None:
-    """The revision the database is at (None when it was never migrated)."""
-    async with engine.connect() as conn:
-        return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
 
 
 def _outside_loop(fn) -> None:

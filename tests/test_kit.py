@@ -351,3 +351,51 @@ def test_the_pool_serves_a_long_queue():
     statuses, order = asyncio.run(go())
     assert statuses == [200] * 300
     assert sorted(order) == list(range(300))
+
+
+def test_revisions_are_read_as_alembic_reads_them_without_importing_it(databases, tmp_path):
+    # Serving processes compare the database's revision with the code's for readiness, without
+    # Alembic in memory: the head read from the scripts must be Alembic's, for every service.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from alembic.script import ScriptDirectory
+
+    from kit.db import make_engine
+    from kit.migrate import alembic_config, upgrade
+    from kit.schema_revision import current_revision, head_revision
+
+    root = Path(__file__).resolve().parents[1]
+    dirs = sorted(root.glob("services/*/migrations"))
+    assert len(dirs) == 4
+    for d in dirs:
+        assert (
+            head_revision(d) == ScriptDirectory.from_config(alembic_config(d, "sqlite://")).get_current_head()
+        )
+
+    # A folder with two heads is an error, not a guess.
+    forked = tmp_path / "forked" / "versions"
+    forked.mkdir(parents=True)
+    for rev, down in (("a1", None), ("b2", "a1"), ("c3", "a1")):
+        (forked / f"{rev}.py").write_text(f"revision: str = {rev!r}\ndown_revision: str | None = {down!r}\n")
+    with pytest.raises(RuntimeError, match="several heads"):
+        head_revision(forked.parent)
+
+    grading = root / "services/grading/migrations"
+    url = databases.url("revisions")
+
+    async def read():
+        engine = make_engine(url)
+        try:
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(read()) is None  # never migrated
+    upgrade(grading, url)
+    assert asyncio.run(read()) == head_revision(grading)
+
+    probe = "import sys, services.grading.main; print(sorted({'alembic', 'mako'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root, check=True)
+    assert out.stdout.strip() == "[]"

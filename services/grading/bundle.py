@@ -7,7 +7,7 @@ line; `BundleHolder` keeps the bundle in use and, when a reload fails, goes on w
 import hashlib
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -332,7 +332,45 @@ def _load_gazetteer(gaz: LineDict, file: str, problems: _Problems):
         districts[code] = d
     if not districts:
         problems.add(file, _line(gaz), "the gazetteer has no districts")
+    short = gaz.get("street_short_forms") or {}
+    if short:
+        where = line_of(gaz, ("street_short_forms",))
+        districts = _with_short_forms(districts, names, short, file, where, problems)
     return city_name, city_aliases, outside, districts
+
+
+def _with_short_forms(districts, names, spec, file, line, problems) -> dict[str, District]:
+    """Streets with their names less 街道/镇/乡 as aliases (新开铺, 左家塘): what people write. A short
+    form that is already a name, that two streets would share or that the spec excepts is left out."""
+    try:
+        min_chars = int(spec.get("min_chars", 3))
+        suffixes = tuple(str(x) for x in spec.get("suffixes") or ("街道", "镇", "乡"))
+        excepted = {str(x) for x in spec.get("except") or ()}
+    except (TypeError, ValueError, AttributeError):
+        problems.add(file, line, "street_short_forms needs min_chars (a number) and suffixes (a list)")
+        return districts
+    found: dict[str, list[tuple[str, str]]] = {}
+    for d in districts.values():
+        for st in d.streets:
+            for suffix in suffixes:
+                base = st.name.removesuffix(suffix)
+                if base != st.name and len(base) >= min_chars and base not in names and base not in excepted:
+                    found.setdefault(base, []).append((d.code, st.name))
+                    break
+    extra: dict[tuple[str, str], tuple[str, ...]] = {}
+    for base, owners in found.items():
+        if len(owners) == 1:
+            extra[owners[0]] = (base,)
+    return {
+        code: replace(
+            d,
+            streets=tuple(
+                replace(st, aliases=st.aliases + extra[(code, st.name)]) if (code, st.name) in extra else st
+                for st in d.streets
+            ),
+        )
+        for code, d in districts.items()
+    }
 
 
 def _load_taxonomy(tax: LineDict, file: str, problems: _Problems):

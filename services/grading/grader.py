@@ -70,7 +70,7 @@ class Engine:
         prediction = self.classifier.classify(text, hint=msg.category_hint)
         hint = msg.location.district_code if msg.location else None
         loc_text = text if not (msg.location and msg.location.text) else f"{text}\n{msg.location.text}"
-        places = self.locator.locate(loc_text, district_hint=hint)
+        places = self.locator.locate(loc_text, district_hint=hint, title=msg.title)
         inferred = msg.request_type is None
         request_type = msg.request_type or self.classifier.request_type(text)
         facts = Facts(
@@ -88,8 +88,8 @@ class Engine:
         dept = path.department_type if path else None
         learned, remembered = None, None
         if self.route_model is not None and not places.only_outside:
-            learned = self.route_model.predict([route_text(msg.title, msg.content, places)])[0]
-            if learned[0].endswith("@street") and not places.streets:
+            learned = self.route_model.ranked([route_text(msg.title, msg.content, places)])[0]
+            if any(label.endswith("@street") for label, _ in learned) and not places.streets:
                 hit = self.route_model.street_for(memory_words(msg.title or msg.content[:60]))
                 remembered = hit[0] if hit else None
         r = route(

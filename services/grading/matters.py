@@ -246,49 +246,69 @@ async def _apply_score(
 
 
 class _Decisions:
-    """What one batch knows of the incidents its messages may join: loaded once, or opened in it."""
+    """What one batch knows of the incidents its messages may join: loaded once, or opened in it.
+
+    Picking needs only an incident's status and what it was merged into; the whole row (a dozen JSON
+    columns) is loaded only for the incidents messages join."""
 
     def __init__(self, session: AsyncSession):
         self.session = session
-        self.incidents: dict[str, Incident | None] = {}
+        self.states: dict[str, tuple[str, str | None] | None] = {}  # id → (status, merged_into)
+        self.incidents: dict[str, Incident] = {}  # whole rows: opened in the batch or joined
         self.message_incident: dict[str, str | None] = {}
 
     def _current(self, c: Candidate) -> str:
         return (self.message_incident.get(c.message_id) if c.message_id else None) or c.incident_id
 
+    def opened(self, incident: Incident) -> None:
+        """An incident this batch opened."""
+        self.incidents[incident.id] = incident
+        self.states[incident.id] = (incident.status, None)
+
     async def load(self, message_ids: list[str], incident_ids: list[str]) -> None:
-        """Load messages' incidents and incidents (and what those were merged into) in few queries."""
+        """Load messages' incidents and incidents' states (and what those were merged into) in few queries."""
         mids = [m for m in set(message_ids) if m not in self.message_incident]
+        conn = await self.session.connection()
         if mids:
             q = sa_select(IncidentMessage.message_id, IncidentMessage.incident_id).where(
                 IncidentMessage.message_id.in_(mids)
             )
-            found = dict((await (await self.session.connection()).execute(q)).all())
+            found = dict((await conn.execute(q)).all())
             self.message_incident.update({m: found.get(m) for m in mids})
         wanted = {self.message_incident.get(m) or "" for m in message_ids} | set(incident_ids)
         wanted.discard("")
-        while wanted := wanted - self.incidents.keys():
-            rows = (await self.session.exec(select(Incident).where(Incident.id.in_(list(wanted))))).all()
+        c = Incident.__table__.c
+        while wanted := wanted - self.states.keys():
+            rows = (
+                await conn.execute(sa_select(c.id, c.status, c.merged_into).where(c.id.in_(wanted)))
+            ).all()
             for i in wanted:
-                self.incidents[i] = None
-            for row in rows:
-                self.incidents[row.id] = row
+                self.states[i] = None
+            for incident_id, status, merged_into in rows:
+                self.states[incident_id] = (status, merged_into)
             wanted = {r.merged_into for r in rows if r.merged_into}
 
-    async def pick(self, candidates: list[Candidate]) -> tuple[Incident | None, Candidate | None]:
-        """The first candidate whose incident (after merges) still takes messages."""
+    async def pick(self, candidates: list[Candidate]) -> tuple[str | None, Candidate | None]:
+        """The first candidate whose incident (after merges) still takes messages: its id."""
         await self.load(
             [c.message_id for c in candidates if c.message_id], [c.incident_id for c in candidates]
         )
         for c in candidates:
-            incident = self.incidents.get(self._current(c))
-            hops = 0
-            while incident is not None and incident.merged_into and hops < 10:
-                incident = self.incidents.get(incident.merged_into)
-                hops += 1
-            if incident is not None and incident.status in JOINABLE:
-                return incident, c
+            incident_id = self._current(c)
+            state, hops = self.states.get(incident_id), 0
+            while state is not None and state[1] and hops < 10:
+                incident_id = state[1]
+                state, hops = self.states.get(incident_id), hops + 1
+            if state is not None and state[0] in JOINABLE:
+                return incident_id, c
         return None, None
+
+    async def load_whole(self, incident_ids: set[str]) -> None:
+        """The whole rows of incidents messages join, in one query."""
+        wanted = incident_ids - self.incidents.keys()
+        if wanted:
+            rows = (await self.session.exec(select(Incident).where(Incident.id.in_(list(wanted))))).all()
+            self.incidents.update({row.id: row for row in rows})
 
 
 async def ingest(
@@ -380,26 +400,30 @@ async def _decide(
     await decisions.load([m for ms, _ in related for m in ms], [i for _, incs in related for i in incs])
     rows: list[dict[str, Any]] = []
     opened: list[Incident] = []
+    joins: list[tuple[MessageReceivedData, Grading, str, Candidate]] = []
     joiners: dict[str, list[str]] = {}
     arrived: dict[str, list[tuple[datetime, str]]] = {}
     for msg, (g, f) in batch:
         target, why = await decisions.pick(index.lookup(f, msg.received_at))
         if target is None:
             incident = _new_incident(session=session, outbox=outbox, engine=engine, g=g, msg=msg, now=now)
-            decisions.incidents[incident.id] = incident
+            decisions.opened(incident)
             opened.append(incident)
-            joined_by, similarity = "new", None
+            target, joined_by, similarity = incident.id, "new", None
         else:
-            incident = target
+            joins.append((msg, g, target, why))
             joined_by, similarity = why.kind, why.similarity
-            _join(session=session, incident=incident, g=g, msg=msg, why=why, now=now)
-            joiners.setdefault(incident.id, []).append(msg.message_id)
-        decisions.message_incident[msg.message_id] = incident.id
-        arrived.setdefault(incident.id, []).append((msg.received_at, msg.message_id))
-        placed[msg.message_id] = incident.id
-        rows.append(_message_row(msg, g, incident.id, joined_by, similarity))
-        index.add(msg.message_id, incident.id, f, msg.received_at)
+        decisions.message_incident[msg.message_id] = target
+        arrived.setdefault(target, []).append((msg.received_at, msg.message_id))
+        placed[msg.message_id] = target
+        rows.append(_message_row(msg, g, target, joined_by, similarity))
+        index.add(msg.message_id, target, f, msg.received_at)
         added[msg.message_id] = f
+    # Then the joins, in arrival order, on the whole rows of the incidents joined.
+    await decisions.load_whole({target for _, _, target, _ in joins})
+    for msg, g, target, why in joins:
+        _join(session=session, incident=decisions.incidents[target], g=g, msg=msg, why=why, now=now)
+        joiners.setdefault(target, []).append(msg.message_id)
     if joiners:
         await _regrade_joined(session, outbox, engine, decisions, joiners, arrived, now)
     # The new incidents go first, in one statement: the ORM orders a flush's tables by class name, so

@@ -43,18 +43,32 @@ class Locator:
         self.matcher = TermMatcher([*self.owner, *bundle.city_aliases])
         self.city_names = set(bundle.city_aliases)
 
-    def locate(self, text: str, *, district_hint: str | None = None) -> Places:
-        """Districts and streets named in the text; a channel's district code comes first when valid."""
+    def locate(self, text: str, *, district_hint: str | None = None, title: str | None = None) -> Places:
+        """Districts and streets named in the text; a channel's district code comes first when valid.
+
+        `title`: the message's title (the text's first line). A title that names places of one district
+        says where the matter is; districts and streets only the body names (where the writer lives,
+        a comparison) are then left out of routing."""
         out = Places()
         if district_hint and district_hint in self.bundle.districts:
             out.districts.append(district_hint)
             out.evidence[district_hint] = ["location.district_code"]
         saw_city = False
-        for name in self.matcher.find(text):
+        names = self.matcher.find(text)
+        in_title = set(self.matcher.find(title)) if title else set()
+        focus = {self.owner[n][0] for n in in_title if n in self.owner}
+        if district_hint or len(focus) != 1:
+            focus = set()
+        title_streets = {self.owner[n][1] for n in in_title if n in self.owner and self.owner[n][1]}
+        for name in names:
             if name in self.city_names and name not in self.owner:
                 saw_city = True
                 continue
             code, street = self.owner[name]
+            if focus and code not in focus:
+                continue
+            if street and len(title_streets) == 1 and street not in title_streets:
+                continue
             if code not in out.districts:
                 out.districts.append(code)
             out.evidence.setdefault(code, [])
@@ -66,4 +80,16 @@ class Locator:
         out.city_wide = saw_city and not out.districts
         if self.bundle.outside_re is not None:
             out.outside = sorted(set(self.bundle.outside_re.findall(text)))
+            if out.outside and not saw_city and self._only_town_names(out):
+                # Towns and streets share names across the country: beside another city named
+                # outright, a town name alone does not put the matter in this city.
+                out.districts, out.streets, out.evidence = [], [], {}
         return out
+
+    def _only_town_names(self, places: Places) -> bool:
+        """Every district was found by a street or town name only (no district name, no landmark)."""
+        return all(
+            w != "location.district_code" and self.owner.get(w, (None, None))[1] is not None
+            for words in places.evidence.values()
+            for w in words
+        )

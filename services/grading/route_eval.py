@@ -105,15 +105,18 @@ class ReplyReader:
                         self.relative.setdefault(f"{level}{a}", (level, t.code))
         self.matcher = TermMatcher([*self.full, *self.relative])
 
-    def mentions(self, reply: str, district: str | None) -> list[Mention]:
-        """Units named in a reply, in order (relative names need the message's district)."""
+    def mentions(self, reply: str, district: str | None, *, county_city: bool = False) -> list[Mention]:
+        """Units named in a reply, in order (relative names need the message's district).
+
+        `county_city`: the message's district is a county-level city (A9市), whose own bureaus a
+        reply calls 市教育局 as A市's are called."""
         out = []
         for m in self.matcher.pattern.finditer(reply) if self.matcher.pattern else ():
             name = m.group(0)
             unit = self.full.get(name)
             if unit is None and name in self.relative:
                 level, dept = self.relative[name]
-                jur = CITY if level == "市" else district
+                jur = (district if county_city else CITY) if level == "市" else district
                 if jur is None:
                     continue
                 unit = self.bundle.unit_for(jurisdiction=jur, department_type=dept)
@@ -121,9 +124,11 @@ class ReplyReader:
                 out.append(Mention(m.start(), m.end(), unit, name))
         return out
 
-    def answering_unit(self, reply: str, district: str | None) -> Mention | None:
+    def answering_unit(
+        self, reply: str, district: str | None, *, county_city: bool = False
+    ) -> Mention | None:
         """The unit that answered: the signature, else the subject of the handling, else the first named."""
-        found = self.mentions(reply, district)
+        found = self.mentions(reply, district, county_city=county_city)
         specific = [m for m in found if m.unit.type != "government"] or found
         if not specific:
             return None
@@ -172,12 +177,13 @@ def read_history(
                 else datetime.now().astimezone(),
             )
             text = message_text(msg.title, msg.content)
-            places = engine.locator.locate(text)
+            places = engine.locator.locate(text, title=msg.title)
             if not places.in_city:
                 result.outside_city += 1
                 continue
             district = places.districts[0] if len(places.districts) == 1 else None
-            truth = reader.answering_unit(row.get("reply") or "", district)
+            county_city = district is not None and any(w.endswith("市") for w in places.evidence[district])
+            truth = reader.answering_unit(row.get("reply") or "", district, county_city=county_city)
             if truth is None:
                 continue
             items.append(

@@ -93,10 +93,12 @@ def route(
     department_scores: dict[str, float] | None = None,
     superior_unit: str | None = None,
     superior_issuer: str | None = None,
-    learned: tuple[str, float] | None = None,
+    learned: list[tuple[str, float]] | None = None,
     remembered_street: str | None = None,
 ) -> Route:
-    """The DESIGN §2 routing rules, first match wins (refined by the city's history when it is sure)."""
+    """The DESIGN §2 routing rules, first match wins (refined by the city's history when it is sure).
+
+    `learned`: the routing model's likeliest handlings, best first, as (label, probability)."""
     scores = department_scores or {}
     dispatch = bundle.dispatch
     if superior_unit:
@@ -112,11 +114,15 @@ def route(
         return Route(
             dispatch, reason=f"反映地点（{names}）不属本市管辖，转热线中心按程序转办", rule="outside"
         )
-    if learned is not None and learned[1] >= bundle.policy.routing.history_min_confidence:
+    # The history's likeliest handling that fits what the text says of the place: "a street office"
+    # with no street known gives way to the next likeliest, e.g. the district's housing bureau.
+    for label, confidence in learned or ():
+        if confidence < bundle.policy.routing.history_min_confidence:
+            break
         r = route_by_history(
             bundle=bundle,
-            label=learned[0],
-            confidence=learned[1],
+            label=label,
+            confidence=confidence,
             places=places,
             department_type=department_type,
             remembered_street=remembered_street,

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from services.grading.bundle import CITY, Unit
 from services.grading.linear import FastLinear, load_file, save_file
 from services.grading.places import Places
@@ -92,12 +94,16 @@ class RouteModel:
 
     def predict(self, texts: list[str]) -> list[tuple[str, float]]:
         """(label, probability) of the best label per text."""
+        return [ranked[0] for ranked in self.ranked(texts)]
+
+    def ranked(self, texts: list[str], top: int = 3) -> list[list[tuple[str, float]]]:
+        """The `top` most likely (label, probability) per text, best first."""
         probs = self.compiled.predict_proba(texts)
         classes = self.compiled.classes
         out = []
         for row in probs:
-            i = int(row.argmax())
-            out.append((classes[i], float(row[i])))
+            order = np.argsort(-row, kind="stable")[:top]
+            out.append([(classes[i], float(row[i])) for i in order])
         return out
 
     def save(self, path: Path) -> None:

@@ -93,3 +93,23 @@ def test_a_failed_reload_keeps_the_last_good_bundle(tmp_path):
     replace_in(d / "policy.yaml", "level_thresholds: {I: 20,", "level_thresholds: {I: 85,")
     result = holder.reload()
     assert result.ok and holder.current.policy_version.startswith("bad-") and not holder.last_error
+
+
+def test_streets_are_found_by_their_short_forms_unless_shared_excepted_or_badly_configured(tmp_path):
+    def short_forms(b) -> dict[str, tuple[str, ...]]:
+        return {s.name: s.aliases for d in b.districts.values() for s in d.streets}
+
+    forms = short_forms(load_bundle(BUNDLE))
+    assert "新开铺" in forms["新开铺街道"] and "左家塘" in forms["左家塘街道"]
+    assert "浏阳河" not in forms["浏阳河街道"]  # excepted: the river flows through several districts
+    assert not any(a in ("北路", "朝阳") for a in forms["北路街道"] + forms["朝阳街道"])  # under min_chars
+
+    d = bundle_copy(tmp_path)
+    gaz = d / "gazetteer.yaml"
+    # Two streets that would share a short form get none; an existing name is never a short form.
+    replace_in(gaz, "- {name: 新开铺街道}", "- {name: 新开铺街道}\n  - {name: 新开铺镇}")
+    forms = short_forms(load_bundle(d))
+    assert "新开铺" not in forms["新开铺街道"] + forms["新开铺镇"]
+    replace_in(gaz, "  min_chars: 3\n", "  min_chars: three\n")
+    [problem] = _refused(d, "gazetteer.yaml")
+    assert f"gazetteer.yaml:{line_of(gaz, 'street_short_forms:')}:" in problem and "min_chars" in problem

@@ -81,6 +81,35 @@ def test_nothing_to_go_on_or_another_city_goes_to_the_dispatch_centre(engine):
     assert g.route.lead.code == "city-dispatch" and g.route.rule == "outside" and "K7县" in g.route.reason
 
 
+def test_the_title_says_where_the_matter_is_when_the_body_names_other_places(engine):
+    # Where the writer lives or works, named in the body, does not pull the matter to that district.
+    g = engine.grade(
+        msg(
+            "A2区桂花坪街道某小区物业乱收费",
+            "我在A5区上班，住在A2区桂花坪街道某小区，以前住A3区时物业从不这样，现在物业乱收停车费。",
+        )
+    )
+    assert g.places.districts == ["a2"] and g.places.streets == ["桂花坪街道"]
+    assert g.route.lead.code == "a2-guihuaping"
+    # Without a place in the title every district named counts: several districts, the city leads.
+    g = engine.grade(msg("道路积水严重", "A1区到A3区的道路下雨就积水，井盖破损，市政不管。"))
+    assert g.places.districts == ["a1", "a3"] and g.route.rule == "several_districts"
+    # A channel's district code is not overridden by the title.
+    g = engine.grade(msg("A2区某小区物业乱收费", "物业乱收停车费。", location={"district_code": "a5"}))
+    assert g.places.districts[0] == "a5"
+
+
+def test_a_street_is_found_by_its_short_form_and_a_town_name_does_not_outweigh_another_city(engine):
+    g = engine.grade(msg("反映新开铺某小区违章搭建", "新开铺某小区一楼住户违章搭建阳台，占用公共绿地。"))
+    assert g.places.districts == ["a2"] and g.places.streets == ["新开铺街道"]
+    # Towns share names across the country: 新港镇 beside F市 is F市's, not A4区's.
+    g = engine.grade(msg("咨询F市户籍制度问题", "我在F市新港镇工作，想咨询F市户籍迁入的条件。"))
+    assert g.places.districts == [] and g.route.rule == "outside"
+    # A district named outright still counts beside another city.
+    g = engine.grade(msg("A4区新港镇某厂污染", "A4区新港镇某厂排污，我是F市人在此打工。"))
+    assert g.places.districts == ["a4"]
+
+
 def test_request_type_is_inferred_when_the_channel_gives_none(engine):
     assert (
         engine.grade(msg("咨询A市公积金贷款额度", "请问公积金贷款额度怎么计算？")).request_type
@@ -166,3 +195,33 @@ def test_a_year_the_statutory_calendar_does_not_know_falls_back_to_weekends(engi
     at = datetime(2031, 1, 7, 10, 0, tzinfo=UTC)  # a Tuesday
     due = engine.calendar.add_working_days(at, 3)
     assert due.astimezone(engine.calendar.tz).date().isoformat() == "2031-01-11"
+
+
+def test_the_historys_likeliest_handling_that_fits_the_place_is_taken(engine):
+    # The history says "a street office" most likely, but no street is known: its next likeliest
+    # handling that fits (the district's housing bureau) decides, not the taxonomy's rule.
+    from services.grading.places import Places
+    from services.grading.routing import route
+
+    places = Places(districts=["a3"])
+    learned = [("street@street", 0.55), ("housing@district", 0.35), ("police@district", 0.05)]
+    r = route(bundle=engine.bundle, department_type="urban_mgmt", places=places, learned=learned)
+    assert r.lead.code == "a3-housing" and r.rule == "history_district"
+    # Below the policy's confidence nothing of the history counts.
+    learned = [("street@street", 0.55), ("housing@district", 0.2)]
+    r = route(bundle=engine.bundle, department_type="urban_mgmt", places=places, learned=learned)
+    assert r.lead.code == "a3-urban_mgmt" and r.rule == "district"
+    # With the street known the likeliest applies.
+    places = Places(districts=["a3"], streets=["洋湖街道"])
+    r = route(bundle=engine.bundle, department_type="urban_mgmt", places=places, learned=learned)
+    assert r.lead.code == "a3-yanghu" and r.rule == "history_street"
+
+
+def test_a_reply_of_a_county_level_city_means_its_own_bureau_by_shi(engine):
+    from services.grading.route_eval import ReplyReader
+
+    reader = ReplyReader(engine.bundle)
+    reply = "您好！经市教育局调查核实，该校寒假补课收费问题属实，已责令退还。"
+    assert reader.answering_unit(reply, "a9", county_city=True).unit.code == "a9-education"
+    assert reader.answering_unit(reply, "a5").unit.code == "city-education"
+    assert reader.answering_unit("经区教育局核实，情况属实。", "a5").unit.code == "a5-education"
