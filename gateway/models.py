@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlmodel import Field
 
 from gateway.db import GatewayTable
-from kit.db import JSONType, UTCDateTime
+from kit.db import JSONType, UTCDateTime, new_dict, new_list
 
 
 class StaffUser(GatewayTable, table=True):
@@ -16,7 +16,7 @@ class StaffUser(GatewayTable, table=True):
     username: str = Field(primary_key=True, max_length=64)
     display_name: str = Field(max_length=200)
     password_hash: str = Field(max_length=200)
-    roles: list[str] = Field(default_factory=list, sa_type=JSONType)
+    roles: list[str] = Field(default_factory=new_list, sa_type=JSONType)
     unit_code: str | None = Field(default=None, max_length=64)
     active: bool = True
     demo: bool = Field(default=False, description="shipped for the embedded demo; production refuses it")
@@ -46,13 +46,13 @@ class AuditEvent(GatewayTable, table=True):
     seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     at: datetime = Field(sa_type=UTCDateTime, index=True)
     actor: str = Field(max_length=64, index=True, description="the staff username (or the name tried)")
-    roles: list[str] = Field(default_factory=list, sa_type=JSONType)
+    roles: list[str] = Field(default_factory=new_list, sa_type=JSONType)
     unit_code: str | None = Field(default=None, max_length=64)
     action: str = Field(max_length=16, description="call | sign_in")
     method: str = Field(max_length=8)
     route: str = Field(max_length=300, index=True)
     path: str = Field(max_length=1000)
-    target_ids: dict[str, str] = Field(default_factory=dict, sa_type=JSONType)
+    target_ids: dict[str, str] = Field(default_factory=new_dict, sa_type=JSONType)
     query: str | None = Field(default=None, max_length=1000)
     status: int
     outcome: str = Field(max_length=16, description="ok | refused | rejected | failed")

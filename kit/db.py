@@ -38,6 +38,17 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(UTC)
 
 
+def new_list() -> list:
+    """`default_factory` of list fields of table models. A Python function, not `list`: pydantic reads the
+    factory's signature at every construction of a table model, and a builtin's costs ≈ 50 µs to parse."""
+    return []
+
+
+def new_dict() -> dict:
+    """`default_factory` of dict fields of table models (see `new_list`)."""
+    return {}
+
+
 def utcnow() -> datetime:
     """The current time, aware, in UTC."""
     return datetime.now(UTC)

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Date, Index, LargeBinary, Text, false, text
 from sqlmodel import Field
 
-from kit.db import JSONType, UTCDateTime
+from kit.db import JSONType, UTCDateTime, new_dict, new_list
 from kit.inbox import InboxFields
 from kit.lease import LeaseFields
 from kit.outbox import OutboxFields, outbox_table_args
@@ -34,17 +34,17 @@ class Incident(GradingTable, table=True):
     status_sequence: int = 0
     level: str = Field(max_length=4)
     score: float = 0.0
-    factors: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    factors: list[dict[str, Any]] = Field(default_factory=new_list, sa_type=JSONType)
     category: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     request_type: str | None = Field(default=None, max_length=16)
     response_type: str | None = Field(default=None, max_length=16)
     warning_class: str | None = Field(default=None, max_length=24)
     lead_unit_code: str | None = Field(default=None, max_length=64)
     lead_unit_name: str | None = Field(default=None, max_length=200)
-    co_units: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    co_units: list[dict[str, Any]] = Field(default_factory=new_list, sa_type=JSONType)
     route_reason: str | None = Field(default=None, max_length=500)
     district: str | None = Field(default=None, max_length=32)
-    channels: list[str] = Field(default_factory=list, sa_type=JSONType)
+    channels: list[str] = Field(default_factory=new_list, sa_type=JSONType)
     message_count: int = 1
     heat: float = 0.0
     report_due: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -60,21 +60,21 @@ class Incident(GradingTable, table=True):
     close_count: int = 0
     # Grading detail (issue 4): what the engine decided and why, the original kept beside reviews.
     department_type: str | None = Field(default=None, max_length=32)
-    districts: list[str] = Field(default_factory=list, sa_type=JSONType)
-    streets: list[str] = Field(default_factory=list, sa_type=JSONType)
+    districts: list[str] = Field(default_factory=new_list, sa_type=JSONType)
+    streets: list[str] = Field(default_factory=new_list, sa_type=JSONType)
     classification: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     low_confidence: bool = False
     request_type_inferred: bool = False
     machine_level: str | None = Field(default=None, max_length=4)
     original_grading: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     reviewed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    review_pins: list[str] = Field(default_factory=list, sa_type=JSONType)
+    review_pins: list[str] = Field(default_factory=new_list, sa_type=JSONType)
     machine_level_at_review: str | None = Field(default=None, max_length=4)
     # Incident aggregates, kept up to date as messages join (regrading never rereads every message).
     stage: str = Field(default="latent", max_length=16)
     heat_detail: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
-    metrics_total: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
-    superior_issuers: list[str] = Field(default_factory=list, sa_type=JSONType)
+    metrics_total: dict[str, Any] = Field(default_factory=new_dict, sa_type=JSONType)
+    superior_issuers: list[str] = Field(default_factory=new_list, sa_type=JSONType)
     digest_text: str = Field(default="", sa_type=Text)
     first_message_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_message_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -135,8 +135,8 @@ class MatterSignature(GradingTable, table=True):
     message_id: str = Field(max_length=36, unique=True)
     received_at: datetime = Field(sa_type=UTCDateTime)
     hashvalues: bytes = Field(sa_type=LargeBinary)
-    title_words: list[str] = Field(default_factory=list, sa_type=JSONType)
-    tf: dict[str, float] = Field(default_factory=dict, sa_type=JSONType)
+    title_words: list[str] = Field(default_factory=new_list, sa_type=JSONType)
+    tf: dict[str, float] = Field(default_factory=new_dict, sa_type=JSONType)
 
 
 class IncidentReview(GradingTable, table=True):
@@ -150,8 +150,8 @@ class IncidentReview(GradingTable, table=True):
     at: datetime = Field(sa_type=UTCDateTime)
     actor: str = Field(max_length=64)
     reason: str = Field(sa_type=Text)
-    before: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
-    after: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    before: dict[str, Any] = Field(default_factory=new_dict, sa_type=JSONType)
+    after: dict[str, Any] = Field(default_factory=new_dict, sa_type=JSONType)
 
 
 class IncidentEvent(GradingTable, table=True):
@@ -198,7 +198,7 @@ class Assignment(GradingTable, table=True):
     return_note: str | None = Field(default=None, sa_type=Text)
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     end_note: str | None = Field(default=None, max_length=200)
-    progress: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    progress: list[dict[str, Any]] = Field(default_factory=new_list, sa_type=JSONType)
     explained_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
 

@@ -94,7 +94,7 @@ async def enqueue_reply(*, session, message: Message, config: IntakeConfig, now:
     stmt = (
         postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     ).on_conflict_do_nothing()
-    await session.execute(
+    await (await session.connection()).execute(
         stmt,
         [
             {
@@ -169,7 +169,7 @@ class CallbackSender(BackgroundWorker):
         if self._inflight:  # a graceful stop hands its claims back at once instead of after the lease
             try:
                 async with self.sessions() as s:
-                    await s.execute(
+                    await s.exec(
                         update(Callback)
                         .where(
                             Callback.id.in_(self._inflight),

@@ -43,7 +43,7 @@ async def rotate_pii(settings: IntakeSettings, *, batch: int = 500) -> tuple[int
                     if vault.is_current(token):
                         current += 1
                         continue
-                    await s.execute(
+                    await s.exec(
                         update(Message)
                         .where(Message.id == message_id, Message.reporter_encrypted == token)
                         .values(reporter_encrypted=vault.rotate(token))
@@ -67,7 +67,7 @@ async def requeue_dead(settings: IntakeSettings, *, event_type: str, destination
             )
             if destination:
                 q = q.where(OutboxEvent.destination == destination)
-            result = await s.execute(q.values(dead_at=None, next_attempt_at=utcnow(), claimed_until=None))
+            result = await s.exec(q.values(dead_at=None, next_attempt_at=utcnow(), claimed_until=None))
             await s.commit()
         return result.rowcount or 0
     finally:

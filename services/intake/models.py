@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Index, Text
 from sqlmodel import Field
 
-from kit.db import JSONType, UTCDateTime
+from kit.db import JSONType, UTCDateTime, new_dict, new_list
 from kit.inbox import InboxFields
 from kit.outbox import OutboxFields, outbox_table_args
 from services.intake.db import IntakeTable
@@ -40,12 +40,12 @@ class Message(IntakeTable, table=True):
     source_url: str | None = Field(default=None, max_length=2000)
     location: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     metrics: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
-    attachments: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    attachments: list[dict[str, Any]] = Field(default_factory=new_list, sa_type=JSONType)
     superior: dict[str, Any] | None = Field(default=None, sa_type=JSONType)
     category_hint: str | None = Field(default=None, max_length=200)
     service_code: str | None = Field(default=None, max_length=32, description="Open311 service, if known")
     reporter_encrypted: str | None = Field(default=None, sa_type=Text)
-    reporter_flags: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    reporter_flags: dict[str, Any] = Field(default_factory=new_dict, sa_type=JSONType)
     confidential: bool = Field(
         default=False, description="the reporter asked for confidentiality: never listed publicly"
     )

@@ -535,7 +535,7 @@ async def give_feedback(
         comment=comment,
         received_at=now,
     )
-    result = await session.execute(
+    result = await (await session.connection()).execute(
         _insert(session, Feedback.__table__).returning(Feedback.__table__.c.id), [feedback.model_dump()]
     )
     if result.first() is None:

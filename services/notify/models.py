@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Column, Index, Integer, Text, text
 from sqlmodel import Field
 
-from kit.db import JSONType, UTCDateTime
+from kit.db import JSONType, UTCDateTime, new_dict, new_list
 from kit.inbox import InboxFields
 from kit.outbox import OutboxFields, outbox_table_args
 from services.notify.db import NotifyTable
@@ -35,9 +35,9 @@ class Alert(NotifyTable, table=True):
     # superseded (a newer alert of the incident replaced it) · info (no acknowledgement asked)
     status: str = Field(max_length=16)
     step: int = 0
-    chain: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    chain: list[dict[str, Any]] = Field(default_factory=new_list, sa_type=JSONType)
     rounds: int = 1
-    context: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    context: dict[str, Any] = Field(default_factory=new_dict, sa_type=JSONType)
     dedupe_key: str = Field(max_length=200)
     created_at: datetime = Field(sa_type=UTCDateTime)
     next_step_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -73,9 +73,9 @@ class Delivery(NotifyTable, table=True):
     channel: str = Field(max_length=16)
     address_masked: str | None = Field(default=None, max_length=100)
     template: str = Field(default="graded", max_length=32)
-    params: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    params: dict[str, Any] = Field(default_factory=new_dict, sa_type=JSONType)
     # Alerts merged into this one while it waited for the repeat interval (grouping).
-    items: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    items: list[dict[str, Any]] = Field(default_factory=new_list, sa_type=JSONType)
     content: str = Field(sa_type=Text)
     segments: int = 1
     status: str = Field(max_length=16)  # queued, sent, delivered, failed, cancelled
@@ -129,7 +129,7 @@ class Job(NotifyTable, table=True):
     key: str = Field(max_length=200)
     subject: str | None = Field(default=None, max_length=64)  # the alert or incident it is about
     due_at: datetime = Field(sa_type=UTCDateTime)
-    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    payload: dict[str, Any] = Field(default_factory=new_dict, sa_type=JSONType)
     created_at: datetime = Field(sa_type=UTCDateTime)
     claimed_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     attempts: int = 0
@@ -169,7 +169,7 @@ class TrackedIncident(NotifyTable, table=True):
     first_seen_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    summary: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)  # the latest IncidentSummary
+    summary: dict[str, Any] = Field(default_factory=new_dict, sa_type=JSONType)  # the latest IncidentSummary
 
 
 class OutboxEvent(OutboxFields, NotifyTable, table=True):
