@@ -164,60 +164,28 @@ class Outbox(BackgroundWorker):
         return self.settings.relay_poll_seconds
 
     async def run_round(self) -> None:
-        """Send everything due, in batches, up to `relay_in_flight` of them on their way at once; the
-        round ends when nothing is due and nothing is on its way."""
-        linger = self.settings.relay_linger_seconds
-        in_flight: set[asyncio.Task] = set()
-        try:
-            while True:
-                if linger:
-                    # A moment's wait lets events committed together travel in one batch.
-                    await asyncio.sleep(linger)
-                if self.paused:
-                    break
-                claimed = 0
-                if len(in_flight) < self.settings.relay_in_flight:
-                    self._wake.clear()  # commits from now on wake the wait below
-                    rows = await self._claim(self.clock())
-                    claimed = len(rows)
-                    if rows:
-                        in_flight.add(asyncio.create_task(self._deliver(rows)))
-                if claimed >= self.settings.relay_batch_size:
-                    continue  # more is due
-                if not in_flight:
-                    break
-                # Wait for a batch to be answered, or (with room for another) for new events.
-                woken = None
-                if len(in_flight) < self.settings.relay_in_flight:
-                    woken = asyncio.ensure_future(self._wake.wait())
-                waits = {*in_flight, woken} if woken else set(in_flight)
-                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                if woken:
-                    woken.cancel()
-                for task in done - {woken}:
-                    in_flight.discard(task)
-                    task.result()  # a failed write-back ends the round (the loop logs it and retries)
-        finally:
-            for task in in_flight:
-                task.cancel()
-            if in_flight:
-                await asyncio.gather(*in_flight, return_exceptions=True)
+        """Send everything due, in batches."""
+        if self.settings.relay_linger_seconds:
+            # A moment's wait lets events committed together travel in one batch.
+            await asyncio.sleep(self.settings.relay_linger_seconds)
+        if self.paused:
+            return
+        while await self.drain_once() >= self.settings.relay_batch_size:
+            pass
 
     async def drain_once(self) -> int:
         """Claim and send one batch of due rows; returns how many were claimed."""
-        rows = await self._claim(self.clock())
-        if rows:
-            await self._deliver(rows)
-        return len(rows)
-
-    async def _deliver(self, rows: list[Any]) -> None:
-        """Send claimed rows to their subscribers and write back what happened."""
+        now = self.clock()
+        rows = await self._claim(now)
+        if not rows:
+            return 0
         by_dest: OrderedDict[str, list[Any]] = OrderedDict()
         for row in rows:
             by_dest.setdefault(row.destination, []).append(row)
         outcomes: dict[int, tuple[str, str | None]] = {}
         await asyncio.gather(*(self._send(dest, items, outcomes) for dest, items in by_dest.items()))
         await self._record(rows, outcomes)
+        return len(rows)
 
     async def _claim(self, now: datetime) -> list[Any]:
         """Lease a batch of due rows in one statement (SKIP LOCKED keeps replicas apart on PostgreSQL)."""

@@ -79,10 +79,6 @@ class ServiceSettings(BaseSettings):
     # Event relay.
     relay_poll_seconds: float = 0.5
     relay_batch_size: int = 200
-    # Batches on their way at once: the next one is claimed and sent while the subscriber applies the
-    # one before (as a second replica's relay would), so a busy consumer's wait is not added to every
-    # batch. Consumers apply events exactly once and in any order (inbox, status sequence numbers).
-    relay_in_flight: int = Field(default=2, ge=1, le=16)
     relay_linger_seconds: float = 0.005
     relay_backoff_base_seconds: float = 0.5
     relay_backoff_max_seconds: float = 60.0

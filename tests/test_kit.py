@@ -2,7 +2,6 @@
 
 import asyncio
 import concurrent.futures
-import json
 import time
 import uuid
 from datetime import UTC, datetime
@@ -11,9 +10,7 @@ import asyncpg
 import httpx
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import func
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlmodel import select
 
 from gateway.config import GatewaySettings
 from kit.app import database_unreachable, retry_while_database_down
@@ -433,98 +430,3 @@ def _subclasses(cls) -> set:
     for sub in cls.__subclasses__():
         out |= {sub, *_subclasses(sub)}
     return out
-
-
-@pytest.mark.parametrize("in_flight", [1, 2])
-def test_the_relay_sends_the_next_batch_while_the_subscriber_applies_one(databases, in_flight):
-    # A subscriber busy with one batch: with room for two on their way, events committed meanwhile are
-    # sent at once (as a second replica's relay would) instead of waiting for the first answer; every
-    # event is delivered once either way.
-    from kit.db import make_engine, make_session_factory
-    from services.intake.models import OutboxEvent
-
-    url = databases.url(f"relay{in_flight}")
-    settings = IntakeSettings(
-        relay_in_flight=in_flight, relay_poll_seconds=0.05, grading_url="http://grading.test"
-    )
-
-    async def go():
-        engine = make_engine(url)
-        async with engine.begin() as conn:
-            await conn.run_sync(OutboxEvent.__table__.create)
-        sessions = make_session_factory(engine)
-        received: list[list[str]] = []
-        release = asyncio.Event()
-
-        async def grading(request: httpx.Request) -> httpx.Response:
-            ids = [e["id"] for e in json.loads(request.content)["events"]]
-            received.append(ids)
-            if len(received) == 1:
-                await release.wait()  # the first batch takes its time
-            return httpx.Response(200, json={"results": [{"id": i, "status": "applied"} for i in ids]})
-
-        http = httpx.AsyncClient(transport=httpx.MockTransport(grading))
-        outbox = Outbox(
-            model=OutboxEvent,
-            session_factory=sessions,
-            http=http,
-            settings=settings,
-            routes={"message.received": ["grading"]},
-        )
-
-        async def emit(n: int) -> list[str]:
-            events = [MessageReceived.build(source="intake", data=_received_data()) for _ in range(n)]
-            async with sessions() as s:
-                for e in events:
-                    outbox.add(s, e)
-                await s.commit()
-            return [e.id for e in events]
-
-        outbox.start()
-        try:
-            first = await emit(3)
-            await _until(lambda: len(received) == 1)
-            second = await emit(2)
-            await asyncio.sleep(0.5)
-            during = [list(r) for r in received]
-            release.set()
-
-            async def undelivered() -> int:
-                async with sessions() as s:
-                    q = select(func.count()).where(OutboxEvent.delivered_at.is_(None))
-                    return (await s.exec(q)).one()
-
-            deadline = time.monotonic() + 5
-            while (left := await undelivered()) and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-        finally:
-            await outbox.stop()
-            await http.aclose()
-            await engine.dispose()
-        return first, second, during, received, left
-
-    first, second, during, received, undelivered = asyncio.run(go())
-    assert during[0] == first
-    if in_flight == 2:
-        assert during[1:] == [second]  # sent while the first batch was still being applied
-    else:
-        assert during == [first]  # waits for the answer to the first
-    assert sorted(i for r in received for i in r) == sorted(first + second) and undelivered == 0
-
-
-def _received_data() -> MessageReceivedData:
-    return MessageReceivedData(
-        message_id=str(uuid.uuid4()),
-        tracking_code="T-relay",
-        channel="portal",
-        title="路灯不亮",
-        content="A3区学士街道路灯不亮。",
-        received_at=datetime.now(UTC),
-    )
-
-
-async def _until(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
