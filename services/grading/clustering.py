@@ -97,30 +97,47 @@ class Candidate:
 
 
 class _Incident:
-    """One incident's share of the index: its word centroid (ids sorted, weights), members, last time."""
+    """One incident's share of the index: its word centroid (ids sorted, weights), members, last time.
 
-    __slots__ = ("ids", "key", "last_at", "members", "norm", "weights")
+    The centroid is packed in one bytes object (n int32 word ids, then n float32 weights): two numpy
+    arrays would cost ≈ 220 bytes of headers per incident, and most incidents have one message."""
+
+    __slots__ = ("_vec", "key", "last_at", "members", "norm")
 
     def __init__(self, key: str):
         self.key = key
-        self.ids = np.empty(0, dtype=np.int32)
-        self.weights = np.empty(0, dtype=np.float64)
+        self._vec = b""
         self.norm = 0.0
         self.members = 0
         self.last_at: float | None = None
 
+    @property
+    def ids(self) -> np.ndarray:
+        """The centroid's word ids, sorted."""
+        return np.frombuffer(self._vec, dtype=np.int32, count=len(self._vec) // 8)
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The centroid's weights, in the order of `ids`."""
+        n = len(self._vec) // 8
+        return np.frombuffer(self._vec, dtype=np.float32, count=n, offset=4 * n)
+
+    def _set(self, ids: np.ndarray, weights: np.ndarray) -> None:
+        packed = weights.astype(np.float32)
+        self._vec = ids.astype(np.int32).tobytes() + packed.tobytes()
+        self.norm = float(np.sqrt(np.dot(packed, packed, out=None)))
+
     def add(self, ids: np.ndarray, weights: np.ndarray, sign: float = 1.0) -> None:
         """Add (or take away) a vector; entries that fall to nothing are dropped."""
-        if not len(self.ids) and sign > 0:
-            self.ids, self.weights = ids, weights
-            self.norm = float(np.sqrt((weights * weights).sum()))
+        if not self._vec and sign > 0:
+            self._set(ids, weights)
             return
         all_ids = np.concatenate([self.ids, ids])
         uniq, inv = np.unique(all_ids, return_inverse=True)
-        summed = np.bincount(inv, weights=np.concatenate([self.weights, weights * sign]), minlength=len(uniq))
-        keep = summed > 1e-9
-        self.ids, self.weights = uniq[keep].astype(np.int32), summed[keep]
-        self.norm = float(np.sqrt((self.weights * self.weights).sum()))
+        both = np.concatenate([self.weights.astype(np.float64), weights * sign])
+        summed = np.bincount(inv, weights=both, minlength=len(uniq))
+        keep = summed > 1e-6
+        self._set(uniq[keep], summed[keep])
 
 
 def _ts(at: datetime) -> float:
