@@ -1,6 +1,7 @@
 """Async database access shared by services: engine, sessions and portable column types."""
 
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,60 @@ def is_sqlite(url_or_engine: Any) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False) -> AsyncEngine:
-    """An async engine: SQLite in WAL mode with a busy timeout, or a pooled asyncpg engine."""
+class StatementCache(MutableMapping):
+    """SQLAlchemy's per-connection cache of asyncpg prepared statements, bounded by their parameters.
+
+    A bulk INSERT of n rows or an IN list of n values is a different statement for every n, and a
+    prepared one holds a type and a codec per parameter (≈ 60 bytes each with its text; 11,600 for a
+    relay batch's incident rows). SQLAlchemy keeps the last 100 statements whatever their size: on 20
+    pooled connections that grew a grading process by tens of MB in the soak, and the server's backends
+    by as much. Here the least recently used statements also go when the parameters of those kept pass
+    `budget`; the many short statements that repeat stay prepared, and so does the last big one.
+    """
+
+    def __init__(self, capacity: int, budget: int):
+        self.capacity, self.budget, self.params = capacity, budget, 0
+        self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+
+    def __getitem__(self, operation: str) -> Any:
+        value = self._items[operation]
+        self._items.move_to_end(operation)
+        return value[0]
+
+    def __setitem__(self, operation: str, value: Any) -> None:
+        n = operation.count("$")  # asyncpg's parameters are $1, $2 …
+        if n > self.budget:
+            return
+        if operation in self._items:
+            self.params -= self._items.pop(operation)[1]
+        self._items[operation] = (value, n)
+        self.params += n
+        while len(self._items) > self.capacity or self.params > self.budget:
+            self.params -= self._items.popitem(last=False)[1][1]
+
+    def __delitem__(self, operation: str) -> None:
+        self.params -= self._items.pop(operation)[1]
+
+    def __contains__(self, operation: object) -> bool:
+        return operation in self._items
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    echo: bool = False,
+    statement_cache_params: int = 20_000,
+) -> AsyncEngine:
+    """An async engine: SQLite in WAL mode with a busy timeout, or a pooled asyncpg engine (each
+    connection keeps prepared statements of at most `statement_cache_params` parameters in all)."""
     if is_sqlite(url):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -93,6 +146,14 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: 
     # and ROLLBACK: ≈ 8 % of intake's CPU): a connection the server closed (a restart, 57P01) is seen
     # by asyncpg's protocol as soon as the loop reads the socket, so the check is free; the pool then
     # replaces it. A connection that dies in use fails its statement and SQLAlchemy invalidates the pool.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _bounded_statement_cache(dbapi_connection, _record):
+        cache = getattr(dbapi_connection, "_prepared_statement_cache", None)
+        if cache is not None:
+            dbapi_connection._prepared_statement_cache = StatementCache(
+                cache.capacity, statement_cache_params
+            )
+
     @event.listens_for(engine.sync_engine, "checkout")
     def _replace_closed(dbapi_connection, _record, _proxy):
         raw = getattr(dbapi_connection, "_connection", None)

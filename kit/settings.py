@@ -68,6 +68,8 @@ class ServiceSettings(BaseSettings):
     )
     db_pool_size: int = 10
     db_max_overflow: int = 10
+    # The parameters of the prepared statements a connection keeps, in all (see kit.db.StatementCache).
+    db_statement_cache_params: int = Field(default=20_000, ge=0)
     # A start-up step that needs the database (seeding, index rebuild) waits this long for it to come
     # back (a database restart) before the process gives up and its supervisor restarts it.
     startup_db_wait_seconds: float = Field(default=60.0, ge=0)
@@ -87,6 +89,11 @@ class ServiceSettings(BaseSettings):
     # A claim lasts this + 5 s, which is also how long a killed relay's claims hold up the others.
     relay_timeout_seconds: float = 25.0
     internal_signature_window_seconds: int = 300
+    # glibc: allocations of at least this many bytes get a mapping of their own, given back when freed
+    # (0 leaves glibc's sliding threshold; see kit.app.pin_malloc_mmap_threshold).
+    malloc_mmap_threshold_bytes: int = Field(
+        default=128 * 1024, ge=0, validation_alias=platform("malloc_mmap_threshold_bytes")
+    )
 
     @property
     def demo(self) -> bool:

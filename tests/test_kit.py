@@ -5,6 +5,7 @@ import concurrent.futures
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -316,6 +317,57 @@ def test_a_pooled_connection_the_server_ended_is_replaced_at_checkout(databases,
     assert first != second
 
 
+def test_prepared_statements_are_kept_within_a_parameter_budget(databases, backend):
+    # A bulk statement is a new statement for every row count; each kept one holds a type and a codec
+    # per parameter (on the server too). A connection keeps statements up to a budget of parameters:
+    # the least recently used go first, one over the budget alone is run and let go.
+    if backend != "postgres":
+        pytest.skip("PostgreSQL only: prepared statements are asyncpg's")
+    from sqlalchemy import column, select, text, values
+    from sqlalchemy.types import Integer
+
+    from kit.db import make_engine
+
+    url = databases.url("stmts")
+
+    def in_list(n: int):  # n values and the literal 0: n + 1 parameters
+        rows = values(column("x", Integer), name="v").data([(i,) for i in range(n)])
+        return select(rows.c.x).where(rows.c.x >= 0)
+
+    async def go():
+        engine = make_engine(url, pool_size=1, max_overflow=0, statement_cache_params=60)
+        try:
+            async with engine.connect() as conn:
+                cache = (await conn.get_raw_connection()).dbapi_connection._prepared_statement_cache
+                for n in (3, 5, 50, 200, 3, 50):
+                    assert len((await conn.execute(in_list(n))).all()) == n
+                await conn.execute(text("SELECT 1"))
+                kept = [op.count("$") for op in cache]
+                on_server = await conn.scalar(text("SELECT count(*) FROM pg_prepared_statements"))
+            return kept, cache.params, on_server
+        finally:
+            await engine.dispose()
+
+    kept, params, on_server = asyncio.run(go())
+    # 4, 6 → 4, 6, 51 is over 60: 4 goes; 201 alone is over; 4 again: 6 goes; 51 used; SELECT 1
+    assert kept == [4, 51, 0] and params == 55
+    assert on_server <= 5  # the three kept, and at most two let go but not yet closed
+
+
+def test_the_statement_cache_keeps_the_most_recently_used_within_its_capacity():
+    from kit.db import StatementCache
+
+    cache = StatementCache(capacity=2, budget=100)
+    cache["a $1"], cache["b $1 $2"] = "A", "B"
+    assert cache["a $1"] == "A"  # a is now the most recent
+    cache["c"] = "C"
+    assert list(cache) == ["a $1", "c"] and cache.params == 1 and "b $1 $2" not in cache
+    cache["a $1"] = "A2"  # replaced, not counted twice
+    assert cache.params == 1 and len(cache) == 2
+    del cache["a $1"]
+    assert cache.params == 0 and list(cache) == ["c"]
+
+
 def test_the_pool_serves_a_long_queue():
     # Far more calls than connections: each waits for a connection and every one is answered once
     # (the pool skips an origin that can get no connection, so a long queue stays cheap).
@@ -430,3 +482,43 @@ def _subclasses(cls) -> set:
     for sub in cls.__subclasses__():
         out |= {sub, *_subclasses(sub)}
     return out
+
+
+_REBUILDS = """
+import sys
+import numpy as np
+from kit.app import pin_malloc_mmap_threshold
+def rss():
+    return int(open('/proc/self/statm').read().split()[1]) * 4096
+pinned = pin_malloc_mmap_threshold(int(sys.argv[1]))
+base = rss()
+keys, slots, lasting = np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int32), []
+for _ in range(100):  # two sorted arrays rebuilt with more each time, as grading's index does
+    new = np.arange(20000, dtype=np.uint64)
+    pos = np.searchsorted(keys, new)
+    keys, slots = np.insert(keys, pos, new), np.insert(slots, pos, new.astype(np.int32))
+    lasting.append(bytes(3000))  # what lives on between two rebuilds
+print(pinned, (rss() - base) / (keys.nbytes + slots.nbytes))
+"""
+
+
+@pytest.mark.once
+def test_a_pinned_mmap_threshold_gives_rebuilt_buffers_back():
+    """Large buffers rebuilt again and again cost what they hold once the threshold is pinned; with
+    glibc's sliding one the heap keeps the holes they leave (the control run shows it)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+
+    def run(threshold: int) -> tuple[str, float]:
+        cmd = [sys.executable, "-c", _REBUILDS, str(threshold)]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=root, check=True).stdout.split()
+        return out[0], float(out[1])
+
+    pinned, ratio = run(128 * 1024)
+    if pinned != "True":
+        pytest.skip("no glibc mallopt here")
+    assert ratio < 1.2
+    control, control_ratio = run(0)
+    assert control == "False" and control_ratio > 1.3

@@ -11,16 +11,17 @@ against the database (open or not, current incident after merges) and decides.
 
 Memory is what bounds a replica, so the index keeps no Python object per message: a message is a slot
 in numpy columns (the top 16 bits of each MinHash value — enough to estimate the Jaccard similarity,
-two different values agree there once in 65,536 — its time and incident), its LSH band keys live in
-one sorted array, and words are numbered once per process. Per incident: its word centroid as two
-small arrays. About 250 bytes per message plus about 1 KB per incident, instead of ~8 KB per message
-with datasketch's LSH and dict vectors.
+two different values agree there once in 65,536 — its time, incident and id as 16 bytes), its LSH band
+keys and a 64-bit hash of its id live in sorted arrays, and words are numbered once per process. Per
+incident: its word centroid packed in one bytes object. About 350 bytes per message plus a few hundred
+per incident, instead of ~8 KB per message with datasketch's LSH, dict vectors and a dict of ids.
 """
 
 import hashlib
 import heapq
 import math
 import threading
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,20 @@ _RECENT_LIMIT = 4096
 # bands of all messages share one sorted array. A collision only adds a candidate the Jaccard estimate
 # then drops.
 _BAND_MIX = np.random.default_rng(0x4D53).integers(1, 2**63, size=16, dtype=np.uint64) | np.uint64(1)
+
+
+def _id_key(message_id: str) -> int:
+    """A 64-bit hash of a message id: what the sorted id array holds (the slot's id is then compared)."""
+    return int.from_bytes(hashlib.blake2b(message_id.encode(), digest_size=8).digest(), "little")
+
+
+def _uuid_bytes(message_id: str) -> bytes | None:
+    """The 16 bytes of an id in canonical UUID form (intake's ids), else None."""
+    try:
+        u = uuid.UUID(message_id)
+    except ValueError:
+        return None
+    return u.bytes if u.int and str(u) == message_id else None
 
 
 # datasketch's MinHash (scheme affine32) and MinHashLSH parameters, computed here: importing datasketch
@@ -186,8 +201,15 @@ class MatterIndex:
         self._at = _Column(np.float64)
         self._alive = _Column(np.bool_)
         self._slot_incident: list[_Incident | None] = []
-        self._slot_message: list[str | None] = []
-        self._slots: dict[str, int] = {}
+        # Message ids: 16 bytes a slot (ids not in UUID form, as in tests, in a dict); found by a
+        # 64-bit hash in a sorted array (+ those added since the last merge). A dict of str ids would
+        # cost ≈ 170 bytes a message.
+        self._mid = _Column(np.uint8, 16)
+        self._odd_ids: dict[int, str] = {}
+        self._id_keys = np.empty(0, dtype=np.uint64)
+        self._id_slots = np.empty(0, dtype=np.int32)
+        self._recent_ids: dict[int, int] = {}
+        self._live = 0
         # LSH: (band key, slot) sorted by key, and what was added since the last merge.
         self._band_keys = np.empty(0, dtype=np.uint64)
         self._band_slots = np.empty(0, dtype=np.int32)
@@ -205,7 +227,28 @@ class MatterIndex:
         self._lock = threading.RLock()
 
     def __len__(self) -> int:
-        return len(self._slots)
+        return self._live
+
+    def _message_of(self, slot: int) -> str | None:
+        """The id of the message in a live slot."""
+        if not self._alive.data[slot]:
+            return None
+        odd = self._odd_ids.get(slot)
+        return odd if odd is not None else str(uuid.UUID(bytes=self._mid.data[slot].tobytes()))
+
+    def _slot_of(self, message_id: str, key: int | None = None) -> int | None:
+        """The live slot of a message id, if indexed (`key`: its `_id_key`, when known)."""
+        key = _id_key(message_id) if key is None else key
+        slot = self._recent_ids.get(key)
+        if slot is not None and self._message_of(slot) == message_id:
+            return slot
+        lo, hi = np.searchsorted(self._id_keys, np.uint64(key), side="left"), None
+        if lo < len(self._id_keys) and int(self._id_keys[lo]) == key:
+            hi = np.searchsorted(self._id_keys, np.uint64(key), side="right")
+            for s in self._id_slots[lo:hi].tolist():
+                if self._message_of(s) == message_id:
+                    return s
+        return None
 
     # --- features -----------------------------------------------------------------------------------
 
@@ -325,7 +368,7 @@ class MatterIndex:
             for s, j in self._near_duplicates(f, t):
                 inc = self._slot_incident[s].key
                 if inc not in out or out[inc].similarity < j:
-                    out[inc] = Candidate(inc, round(j, 4), "near_duplicate", self._slot_message[s])
+                    out[inc] = Candidate(inc, round(j, 4), "near_duplicate", self._message_of(s))
             states = [s for s in self._sharing(f, t) if s.key not in out]
             if states:
                 v = self._vector(f.tf)
@@ -356,7 +399,7 @@ class MatterIndex:
         t = _ts(at)
         with self._lock:
             near = self._near_duplicates(f, t)
-            messages = [self._slot_message[s] for s, _ in near]
+            messages = [self._message_of(s) for s, _ in near]
             incidents = [self._slot_incident[s].key for s, _ in near]
             return messages, incidents + [s.key for s in self._sharing(f, t)]
 
@@ -366,8 +409,10 @@ class MatterIndex:
         """Index a message as a member of an incident."""
         with self._lock:
             self.watermark = max(self.watermark, seq)
-            if message_id in self._slots:
-                self._move_slot(self._slots[message_id], self._incident(incident_id), f)
+            id_key = _id_key(message_id)
+            known = self._slot_of(message_id, id_key)
+            if known is not None:
+                self._move_slot(known, self._incident(incident_id), f)
                 return
             for w in f.tf:
                 i = self._vocab.get(w)
@@ -382,8 +427,12 @@ class MatterIndex:
             self._at.append(_ts(at))
             self._alive.append(True)
             self._slot_incident.append(state)
-            self._slot_message.append(message_id)
-            self._slots[message_id] = slot
+            raw = _uuid_bytes(message_id)
+            self._mid.append(np.frombuffer(raw, dtype=np.uint8) if raw else 0)
+            if raw is None:
+                self._odd_ids[slot] = message_id
+            self._recent_ids[id_key] = slot
+            self._live += 1
             for k in self._band_keys_of(f).tolist():
                 self._recent.setdefault(k, []).append(slot)
             self._recent_messages += 1
@@ -414,8 +463,19 @@ class MatterIndex:
                 posting.append(state)
 
     def _merge_recent(self) -> None:
-        if not self._recent:
-            return
+        if self._recent:
+            self._merge_recent_bands()
+        if self._recent_ids:
+            keys = np.fromiter(self._recent_ids.keys(), dtype=np.uint64, count=len(self._recent_ids))
+            slots = np.fromiter(self._recent_ids.values(), dtype=np.int32, count=len(keys))
+            order = np.argsort(keys, kind="stable")
+            pos = np.searchsorted(self._id_keys, keys[order], side="right")
+            self._id_keys = np.insert(self._id_keys, pos, keys[order])
+            self._id_slots = np.insert(self._id_slots, pos, slots[order])
+            self._recent_ids = {}
+        self._recent_messages = 0
+
+    def _merge_recent_bands(self) -> None:
         keys = np.fromiter(
             (k for k, slots in self._recent.items() for _ in slots),
             dtype=np.uint64,
@@ -427,11 +487,10 @@ class MatterIndex:
         self._band_keys = np.insert(self._band_keys, pos, keys)
         self._band_slots = np.insert(self._band_slots, pos, slots)
         self._recent = {}
-        self._recent_messages = 0
 
     def incident_of(self, message_id: str) -> str | None:
         """The incident an indexed message belongs to."""
-        slot = self._slots.get(message_id)
+        slot = self._slot_of(message_id)
         return self._slot_incident[slot].key if slot is not None else None
 
     def members(self, incident_id: str) -> int:
@@ -461,7 +520,7 @@ class MatterIndex:
         with self._lock:
             target = self._incident(incident_id)
             for mid in message_ids:
-                slot = self._slots.get(mid)
+                slot = self._slot_of(mid)
                 if slot is not None:
                     self._move_slot(slot, target, features.get(mid))
 
@@ -491,7 +550,7 @@ class MatterIndex:
         """Take messages out again as if never added (their transaction did not commit)."""
         with self._lock:
             for mid in message_ids:
-                slot = self._slots.pop(mid, None)
+                slot = self._slot_of(mid)
                 if slot is None:
                     continue
                 f = features.get(mid)
@@ -510,7 +569,8 @@ class MatterIndex:
         self._alive.data[slot] = False
         state = self._slot_incident[slot]
         self._slot_incident[slot] = None
-        self._slot_message[slot] = None
+        self._odd_ids.pop(slot, None)
+        self._live -= 1
         self._dead += 1
         if state is not None:
             state.members -= 1
@@ -535,9 +595,8 @@ class MatterIndex:
             n = self._at.n
             old = np.nonzero(self._alive.data[:n] & (self._at.data[:n] < cut))[0].tolist()
             for slot in old:
-                self._slots.pop(self._slot_message[slot], None)
                 self._kill(slot)
-            if self._dead > max(1024, len(self._slots)):
+            if self._dead > max(1024, self._live):
                 self._compact()
             return len(old)
 
@@ -550,11 +609,13 @@ class MatterIndex:
         keep = alive[self._band_slots]
         self._band_keys = self._band_keys[keep]
         self._band_slots = renumber[self._band_slots[keep]].astype(np.int32)
-        for col in (self._sig, self._at, self._alive):
+        keep = alive[self._id_slots]
+        self._id_keys = self._id_keys[keep]
+        self._id_slots = renumber[self._id_slots[keep]].astype(np.int32)
+        self._odd_ids = {int(renumber[s]): m for s, m in self._odd_ids.items()}
+        for col in (self._sig, self._at, self._alive, self._mid):
             col.keep(alive)
         self._slot_incident = [s for s, a in zip(self._slot_incident, alive.tolist(), strict=True) if a]
-        self._slot_message = [m for m, a in zip(self._slot_message, alive.tolist(), strict=True) if a]
-        self._slots = {m: i for i, m in enumerate(self._slot_message)}
         live = set(self.incidents.values())
         for key in [k for k, p in self.postings.items() if not any(s in live for s in p)]:
             del self.postings[key]

@@ -175,6 +175,51 @@ def test_eviction_outside_the_window_frees_slots_and_keeps_the_rest_findable():
 
 
 @pytest.mark.once
+def test_message_ids_are_found_again_whatever_their_form_through_merges_and_compaction():
+    """The index keeps ids as 16 bytes (UUIDs) or as they are (anything else) and finds each by a hash:
+    every id comes back exactly as given, after the recent ones are merged and after a compaction."""
+    policy = load_bundle(BUNDLE).policy.clustering
+    index = MatterIndex(policy)
+    t0 = datetime(2026, 5, 1, 8, tzinfo=UTC)
+    window = timedelta(days=policy.window_days)
+    ids = []
+    for i in range(6000):  # past the merge of recent keys (4,096)
+        form = i % 4
+        mid = (
+            str(uuid.uuid4()),
+            str(uuid.uuid4()).upper(),  # not canonical: kept as text
+            f"m{i}",
+            "00000000-0000-0000-0000-000000000000" if i == 3 else str(uuid.uuid4()),
+        )[form]
+        ids.append(mid)
+        t, c = OTHER[i % len(OTHER)]
+        index.add(
+            mid,
+            f"i{i}",
+            index.features(f"{t}第{i}号", f"{c}编号{i}。"),
+            t0 + (window if i >= 4000 else timedelta(0)),
+        )
+    assert len(index) == 6000 and all(index.incident_of(m) == f"i{i}" for i, m in enumerate(ids))
+    assert index.incident_of(str(uuid.uuid4())) is None and index.incident_of("m1") is None
+    # A message taken out (its batch did not commit) and added again is found once, in its new place.
+    f = index.features("A3区学士街道路灯不亮第5号", "路灯")
+    index.remove([ids[5]], {ids[5]: f})
+    assert index.incident_of(ids[5]) is None and len(index) == 5999
+    index.add(ids[5], "again", f, t0 + window)
+    index.add(ids[5], "again", f, t0 + window)  # delivered twice: still one slot
+    assert index.incident_of(ids[5]) == "again" and len(index) == 6000
+    hit = index.lookup(index.features(f"{OTHER[0][0]}第4000号", f"{OTHER[0][1]}编号4000。"), t0 + window)[0]
+    assert hit.similarity == 1.0 and hit.message_id == ids[4000] and hit.incident_id == "i4000"
+    assert index.evict(t0 + window - timedelta(days=1)) == 3999  # compacts: more dead than alive
+    assert len(index) == 2001 and index._dead == 0
+    assert all(index.incident_of(m) is None for m in ids[:4000] if m != ids[5])
+    assert all(index.incident_of(m) == f"i{i}" for i, m in enumerate(ids) if i >= 4000)
+    assert index.incident_of(ids[5]) == "again"
+    hit = index.lookup(index.features(f"{OTHER[2][0]}第4002号", f"{OTHER[2][1]}编号4002。"), t0 + window)[0]
+    assert hit.similarity == 1.0 and hit.message_id == ids[4002] == "m4002"
+
+
+@pytest.mark.once
 def test_signatures_and_words_are_the_ones_stored_before():
     """The index reads signatures other replicas (and earlier versions) stored: the direct MinHash
     equals datasketch's, and the fast segmentation gives jieba's words on real messages."""
