@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.grading_memory                       # 30,000 messages after 6,000 of warm-up
     .venv/bin/python -m bench.grading_memory --messages 10000 --compare-threshold 0
+    .venv/bin/python -m bench.grading_memory --index-only          # the same-matter index alone, in-process
 
 A throw-away platform; relay-sized signed POSTs of 200 `message.received` events go straight to
 grading's inbox, one at a time, as fast as it takes them, cycling through the soak's 4,000 real texts
@@ -9,13 +10,24 @@ grading's inbox, one at a time, as fast as it takes them, cycling through the so
 read after the warm-up and then every 6,000 messages; the figure is the growth per message after the
 warm-up. `--compare-threshold N` runs a second platform with MINSHENG_MALLOC_MMAP_THRESHOLD_BYTES=N
 (0: glibc's sliding threshold) for the side-by-side ratio.
+
+`--index-only` measures just the same-matter index (`MatterIndex.add`, no database, no HTTP) in two
+fresh processes, glibc's mmap threshold pinned as the services pin it and left sliding: resident and
+traced (tracemalloc) bytes per message, 60,000 messages of the soak's 4,000 texts, each joining the
+incident of its text's first message, measured after the first 6,000.
 """
 
 import argparse
 import asyncio
+import gc
 import json
 import os
+import subprocess
+import sys
 import time
+import tracemalloc
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import psutil
@@ -73,12 +85,76 @@ def one_platform(texts: list[dict], warmup: int, messages: int, threshold: str |
         stop_platform(p)
 
 
+def index_only(messages: int, warmup: int, threshold: int, traced: bool) -> dict:
+    """Bytes per message the index alone keeps (resident, or traced), in this process."""
+    from kit.app import pin_malloc_mmap_threshold
+    from services.grading.bundle import load_bundle
+    from services.grading.clustering import Features, MatterIndex
+    from services.grading.tests.helpers import BUNDLE
+
+    pin_malloc_mmap_threshold(threshold)
+    index = MatterIndex(load_bundle(BUNDLE).policy.clustering)
+    texts = load_texts()
+    features = [index.features(t["title"], t["content"]) for t in texts]
+    incident: dict[int, str] = {}
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    if traced:
+        tracemalloc.start()
+    base_rss = base_traced = 0.0
+    for i in range(warmup + messages):
+        if i == warmup:
+            gc.collect()
+            base_rss = psutil.Process().memory_info().rss
+            base_traced = tracemalloc.get_traced_memory()[0] if traced else 0
+        k = i % len(texts)
+        f = features[k]
+        inc = incident.setdefault(k, str(uuid.uuid4()))
+        index.add(
+            str(uuid.uuid4()),
+            inc,
+            Features(f.hashvalues, f.title_words, f.tf),
+            t0 + timedelta(seconds=i / 100),
+        )
+    gc.collect()
+    return {
+        "rss": (psutil.Process().memory_info().rss - base_rss) / messages,
+        "traced": (tracemalloc.get_traced_memory()[0] - base_traced) / messages if traced else None,
+    }
+
+
+def index_only_side_by_side(messages: int, warmup: int) -> None:
+    """The index alone, in fresh processes: threshold pinned (as the services run) and sliding."""
+    out = {}
+    for label, threshold, traced in (
+        ("pinned 128 KiB", 128 * 1024, False),
+        ("glibc sliding", 0, False),
+        ("traced", 128 * 1024, True),
+    ):
+        cmd = [sys.executable, "-m", "bench.grading_memory", "--index-child", f"{threshold},{int(traced)}"]
+        cmd += ["--messages", str(messages), "--warmup", str(warmup)]
+        out[label] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    print(f"same-matter index alone, {messages} messages after {warmup} (the soak's 4,000 texts over again)")
+    print(f"  resident bytes per message, threshold pinned: {out['pinned 128 KiB']['rss']:6.0f}")
+    print(f"  resident bytes per message, glibc sliding:    {out['glibc sliding']['rss']:6.0f}")
+    print(f"  traced (Python allocations) per message:      {out['traced']['traced']:6.0f}")
+    print(f"ratio (pinned / sliding) {out['pinned 128 KiB']['rss'] / out['glibc sliding']['rss']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=30000)
     parser.add_argument("--warmup", type=int, default=6000)
     parser.add_argument("--compare-threshold", default=None, help="a second run with this threshold")
+    parser.add_argument("--index-only", action="store_true", help="the same-matter index alone")
+    parser.add_argument("--index-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.index_child:
+        threshold, traced = args.index_child.split(",")
+        print(json.dumps(index_only(args.messages, args.warmup, int(threshold), traced == "1")))
+        return
+    if args.index_only:
+        index_only_side_by_side(args.messages, args.warmup)
+        return
     texts = load_texts()
     runs = {"as configured": one_platform(texts, args.warmup, args.messages, None)}
     if args.compare_threshold is not None:
