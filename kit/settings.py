@@ -66,8 +66,13 @@ class ServiceSettings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; SQLite under var/ if unset"
     )
-    db_pool_size: int = 10
-    db_max_overflow: int = 10
+    # Connections kept open. No overflow by default: SQLAlchemy closes an overflow connection when it is
+    # given back, so a load hovering around the pool's size opened a new PostgreSQL session several
+    # times a second (175 in 20 s at 100 msg/s in intake), each a server backend started and a TLS
+    # negotiation tried. The upper bound per process stays 20, as with 10 + 10; idle ones are only
+    # opened when once needed.
+    db_pool_size: int = 20
+    db_max_overflow: int = 0
     # The parameters of the prepared statements a connection keeps, in all (see kit.db.StatementCache).
     db_statement_cache_params: int = Field(default=20_000, ge=0)
     # A start-up step that needs the database (seeding, index rebuild) waits this long for it to come

@@ -1,6 +1,6 @@
 """The grading engine on its own: category, request type, places, routing with reasons, score, clocks."""
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
@@ -189,6 +189,19 @@ def test_natural_day_deadlines_when_the_policy_says_so(tmp_path):
     e = Engine(load_bundle(d))
     at = datetime(2025, 9, 30, 16, 0, tzinfo=CST)
     assert e.grade(msg("A3区某小区停水", received_at=at)).deadlines.reply_due == at + timedelta(days=3)
+
+
+def test_the_calendar_remembers_its_answers_and_they_are_the_statutory_ones(engine):
+    import chinese_calendar
+
+    cal = engine.calendar
+    days = [date(2025, 9, 20) + timedelta(days=i) for i in range(40)]  # National Day and its make-up days
+    first = [cal.is_workday(d) for d in days]
+    assert first == [chinese_calendar.is_workday(d) for d in days] == [cal.is_workday(d) for d in days]
+    assert not cal.is_workday(date(2025, 10, 3)) and cal.is_workday(date(2025, 10, 11))
+    for i in range(5000):  # a long run of distinct days keeps the memory bounded
+        cal.is_workday(date(2020, 1, 1) + timedelta(days=i))
+    assert len(cal._workdays) <= 4096
 
 
 def test_a_year_the_statutory_calendar_does_not_know_falls_back_to_weekends(engine):
