@@ -7,8 +7,8 @@ Two throw-away platforms in turn, the same open-loop load (real messages of ../s
 calls open at once) through the gateway with the demo API key: the first with the pools as configured
 (20 connections, no overflow), the second with every process at `DB_POOL_SIZE=10, DB_MAX_OVERFLOW=10`
 (the earlier default). PostgreSQL counts the sessions established per database
-(`pg_stat_database.sessions`); each costs a server backend started and a client connect (≈ 8–9 ms of
-CPU in all on this machine, measured with asyncpg connecting 100 times).
+(`pg_stat_database.sessions`). What one session costs is measured too: asyncpg connecting, running
+`SELECT 1` and closing 100 times, this process's CPU and PostgreSQL's (a backend started each time).
 """
 
 import argparse
@@ -16,6 +16,7 @@ import asyncio
 import time
 
 import asyncpg
+import psutil
 
 from bench.common import PG_URL, client, start_platform, stop_platform
 from bench.soak import load_texts
@@ -60,6 +61,27 @@ async def drive(p, seconds: float, rate: float) -> tuple[dict[str, int], int]:
         await admin.close()
 
 
+def postmaster_cpu_seconds() -> float:
+    """CPU of PostgreSQL's postmaster with the backends it has reaped (a backend that ended counts)."""
+    for ps in psutil.process_iter(["name"]):
+        if (ps.info["name"] or "").startswith("postgres") and not ps.parent().name().startswith("postgres"):
+            t = ps.cpu_times()
+            return t.user + t.system + t.children_user + t.children_system
+    return 0.0
+
+
+async def connect_cost(times: int = 100) -> tuple[float, float]:
+    """CPU ms per session opened and closed: (client, PostgreSQL)."""
+    dsn = PG_URL.replace("postgresql+asyncpg://", "postgresql://") + "/postgres"
+    client0, server0 = time.process_time(), postmaster_cpu_seconds()
+    for _ in range(times):
+        conn = await asyncpg.connect(dsn)
+        await conn.execute("SELECT 1")
+        await conn.close()
+    await asyncio.sleep(0.5)  # the backends end
+    return (time.process_time() - client0) * 1000 / times, (postmaster_cpu_seconds() - server0) * 1000 / times
+
+
 def one_platform(seconds: float, rate: float, env: dict[str, str]) -> tuple[dict[str, int], int]:
     p = start_platform(postgres=True, extra_env=env)
     try:
@@ -90,6 +112,10 @@ def main() -> None:
         print(f"  {label:<17} {shown}   ({ok} of {n} answered 201)")
     a, b = (sum(r[0].values()) for r in runs.values())
     print(f"ratio (configured / overflow) {a / max(1, b):.2f}")
+    own, server = asyncio.run(connect_cost())
+    saved = (b - a) * (own + server) / n
+    print(f"one session opened and closed: {own:.1f} ms of client CPU, {server:.1f} ms of PostgreSQL's")
+    print(f"{b - a} sessions fewer ≈ {saved:.2f} ms of CPU per message")
 
 
 if __name__ == "__main__":

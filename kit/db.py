@@ -108,8 +108,8 @@ class StatementCache(MutableMapping):
 def make_engine(
     url: str,
     *,
-    pool_size: int = 10,
-    max_overflow: int = 10,
+    pool_size: int = 20,
+    max_overflow: int = 0,
     echo: bool = False,
     statement_cache_params: int = 20_000,
 ) -> AsyncEngine:
@@ -142,18 +142,18 @@ def make_engine(
         url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800
     )
 
-    # Instead of pool_pre_ping, which costs every checkout two round trips (asyncpg pings with BEGIN
-    # and ROLLBACK: ≈ 8 % of intake's CPU): a connection the server closed (a restart, 57P01) is seen
-    # by asyncpg's protocol as soon as the loop reads the socket, so the check is free; the pool then
-    # replaces it. A connection that dies in use fails its statement and SQLAlchemy invalidates the pool.
+    # SQLAlchemy's asyncpg adapter keeps its statements in this attribute (a test reads it back).
     @event.listens_for(engine.sync_engine, "connect")
     def _bounded_statement_cache(dbapi_connection, _record):
         cache = getattr(dbapi_connection, "_prepared_statement_cache", None)
         if cache is not None:
-            dbapi_connection._prepared_statement_cache = StatementCache(
-                cache.capacity, statement_cache_params
-            )
+            bounded = StatementCache(cache.capacity, statement_cache_params)
+            dbapi_connection._prepared_statement_cache = bounded
 
+    # Instead of pool_pre_ping, which costs every checkout two round trips (asyncpg pings with BEGIN
+    # and ROLLBACK: ≈ 8 % of intake's CPU): a connection the server closed (a restart, 57P01) is seen
+    # by asyncpg's protocol as soon as the loop reads the socket, so the check is free; the pool then
+    # replaces it. A connection that dies in use fails its statement and SQLAlchemy invalidates the pool.
     @event.listens_for(engine.sync_engine, "checkout")
     def _replace_closed(dbapi_connection, _record, _proxy):
         raw = getattr(dbapi_connection, "_connection", None)

@@ -41,6 +41,23 @@ _RECENT_LIMIT = 4096
 _BAND_MIX = np.random.default_rng(0x4D53).integers(1, 2**63, size=16, dtype=np.uint64) | np.uint64(1)
 
 
+def _sorted_insert(
+    keys: np.ndarray, slots: np.ndarray, new_keys: np.ndarray, new_slots: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(key, slot) pairs sorted by key, with new pairs merged in (one linear pass)."""
+    order = np.argsort(new_keys, kind="stable")
+    pos = np.searchsorted(keys, new_keys[order], side="right")
+    return np.insert(keys, pos, new_keys[order]), np.insert(slots, pos, new_slots[order])
+
+
+def _live_pairs(
+    keys: np.ndarray, slots: np.ndarray, alive: np.ndarray, renumber: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(key, slot) pairs of live slots only, the slots renumbered after a compaction."""
+    keep = alive[slots]
+    return keys[keep], renumber[slots[keep]].astype(np.int32)
+
+
 def _id_key(message_id: str) -> int:
     """A 64-bit hash of a message id: what the sorted id array holds (the slot's id is then compared)."""
     return int.from_bytes(hashlib.blake2b(message_id.encode(), digest_size=8).digest(), "little")
@@ -242,12 +259,13 @@ class MatterIndex:
         slot = self._recent_ids.get(key)
         if slot is not None and self._message_of(slot) == message_id:
             return slot
-        lo, hi = np.searchsorted(self._id_keys, np.uint64(key), side="left"), None
-        if lo < len(self._id_keys) and int(self._id_keys[lo]) == key:
-            hi = np.searchsorted(self._id_keys, np.uint64(key), side="right")
-            for s in self._id_slots[lo:hi].tolist():
-                if self._message_of(s) == message_id:
-                    return s
+        lo, hi = (
+            np.searchsorted(self._id_keys, np.uint64(key), side="left"),
+            np.searchsorted(self._id_keys, np.uint64(key), side="right"),
+        )
+        for s in self._id_slots[lo:hi].tolist():  # usually one; more only after a remove and re-add
+            if self._message_of(s) == message_id:
+                return s
         return None
 
     # --- features -----------------------------------------------------------------------------------
@@ -463,30 +481,20 @@ class MatterIndex:
                 posting.append(state)
 
     def _merge_recent(self) -> None:
+        """Move the band keys and ids added since the last merge into their sorted arrays."""
         if self._recent:
-            self._merge_recent_bands()
+            keys = np.fromiter((k for k, slots in self._recent.items() for _ in slots), dtype=np.uint64)
+            slots = np.fromiter(
+                (s for v in self._recent.values() for s in v), dtype=np.int32, count=len(keys)
+            )
+            self._band_keys, self._band_slots = _sorted_insert(self._band_keys, self._band_slots, keys, slots)
+            self._recent = {}
         if self._recent_ids:
             keys = np.fromiter(self._recent_ids.keys(), dtype=np.uint64, count=len(self._recent_ids))
             slots = np.fromiter(self._recent_ids.values(), dtype=np.int32, count=len(keys))
-            order = np.argsort(keys, kind="stable")
-            pos = np.searchsorted(self._id_keys, keys[order], side="right")
-            self._id_keys = np.insert(self._id_keys, pos, keys[order])
-            self._id_slots = np.insert(self._id_slots, pos, slots[order])
+            self._id_keys, self._id_slots = _sorted_insert(self._id_keys, self._id_slots, keys, slots)
             self._recent_ids = {}
         self._recent_messages = 0
-
-    def _merge_recent_bands(self) -> None:
-        keys = np.fromiter(
-            (k for k, slots in self._recent.items() for _ in slots),
-            dtype=np.uint64,
-        )
-        slots = np.fromiter((s for v in self._recent.values() for s in v), dtype=np.int32, count=len(keys))
-        order = np.argsort(keys, kind="stable")
-        keys, slots = keys[order], slots[order]
-        pos = np.searchsorted(self._band_keys, keys, side="right")
-        self._band_keys = np.insert(self._band_keys, pos, keys)
-        self._band_slots = np.insert(self._band_slots, pos, slots)
-        self._recent = {}
 
     def incident_of(self, message_id: str) -> str | None:
         """The incident an indexed message belongs to."""
@@ -606,12 +614,8 @@ class MatterIndex:
         n = self._at.n
         alive = self._alive.data[:n].copy()
         renumber = np.cumsum(alive, dtype=np.int64) - 1
-        keep = alive[self._band_slots]
-        self._band_keys = self._band_keys[keep]
-        self._band_slots = renumber[self._band_slots[keep]].astype(np.int32)
-        keep = alive[self._id_slots]
-        self._id_keys = self._id_keys[keep]
-        self._id_slots = renumber[self._id_slots[keep]].astype(np.int32)
+        self._band_keys, self._band_slots = _live_pairs(self._band_keys, self._band_slots, alive, renumber)
+        self._id_keys, self._id_slots = _live_pairs(self._id_keys, self._id_slots, alive, renumber)
         self._odd_ids = {int(renumber[s]): m for s, m in self._odd_ids.items()}
         for col in (self._sig, self._at, self._alive, self._mid):
             col.keep(alive)
