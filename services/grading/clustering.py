@@ -11,9 +11,9 @@ against the database (open or not, current incident after merges) and decides.
 
 Memory is what bounds a replica, so the index keeps no Python object per message: a message is a slot
 in numpy columns (the top 16 bits of each MinHash value — enough to estimate the Jaccard similarity,
-two different values agree there once in 65,536 — its time, incident and id as 16 bytes), its LSH band
-keys and a 64-bit hash of its id live in sorted arrays, and words are numbered once per process. Per
-incident: its word centroid packed in one bytes object. About 350 bytes per message plus a few hundred
+two different values agree there once in 65,536 — its time, incident and id as 16 bytes), its 32-bit LSH
+band keys and a 64-bit hash of its id live in sorted arrays, and words are numbered once per process. Per
+incident: its word centroid packed in one bytes object. About 280 bytes per message plus a few hundred
 per incident, instead of ~8 KB per message with datasketch's LSH, dict vectors and a dict of ids.
 """
 
@@ -35,9 +35,9 @@ from services.grading.text import shingles, words
 # Band keys added since the last merge wait in a dict; past this many messages they join the sorted
 # array (a linear merge), so the dict stays small and lookups stay two binary searches.
 _RECENT_LIMIT = 4096
-# Keys of one band: a 64-bit mix of the band's r values with the band number in the top bits, so the
-# bands of all messages share one sorted array. A collision only adds a candidate the Jaccard estimate
-# then drops.
+# Keys of one band: a 64-bit mix of the band's r values, cut to 32 bits with the band number in the top
+# bits, so the bands of all messages share one sorted array of 4-byte keys. A collision (once in 2^24
+# or more per pair and band) only adds a candidate the Jaccard estimate then drops.
 _BAND_MIX = np.random.default_rng(0x4D53).integers(1, 2**63, size=16, dtype=np.uint64) | np.uint64(1)
 
 
@@ -212,6 +212,10 @@ class MatterIndex:
         self.stopwords = frozenset(policy.stopwords)
         self._perm = affine32_permutations(policy.num_perm, seed=1)
         self._bands, self._rows = lsh_banding(policy.near_duplicate_jaccard, policy.num_perm)
+        band_bits = max(1, (self._bands - 1).bit_length())
+        if band_bits > 8:
+            raise ValueError(f"{self._bands} LSH bands: at most 256 fit the index's band keys")
+        self._band_shift = 32 - band_bits
         self._window = policy.window_days * 86400.0
         # One slot per indexed message.
         self._sig = _Column(np.uint16, policy.num_perm)
@@ -228,7 +232,7 @@ class MatterIndex:
         self._recent_ids: dict[int, int] = {}
         self._live = 0
         # LSH: (band key, slot) sorted by key, and what was added since the last merge.
-        self._band_keys = np.empty(0, dtype=np.uint64)
+        self._band_keys = np.empty(0, dtype=np.uint32)
         self._band_slots = np.empty(0, dtype=np.int32)
         self._recent: dict[int, list[int]] = {}
         self._recent_messages = 0
@@ -311,7 +315,9 @@ class MatterIndex:
         bands = hashvalues[: b * r].astype(np.uint64).reshape(b, r)
         mixed = (bands * _BAND_MIX[:r]).sum(axis=1, dtype=np.uint64)
         mixed ^= mixed >> np.uint64(29)
-        return (mixed >> np.uint64(8)) | (np.arange(b, dtype=np.uint64) << np.uint64(56))
+        shift = self._band_shift
+        top = (mixed >> np.uint64(64 - shift)).astype(np.uint32)
+        return top | (np.arange(b, dtype=np.uint32) << np.uint32(shift))
 
     def _idf(self, word: str) -> float:
         i = self._vocab.get(word)
@@ -483,7 +489,7 @@ class MatterIndex:
     def _merge_recent(self) -> None:
         """Move the band keys and ids added since the last merge into their sorted arrays."""
         if self._recent:
-            keys = np.fromiter((k for k, slots in self._recent.items() for _ in slots), dtype=np.uint64)
+            keys = np.fromiter((k for k, slots in self._recent.items() for _ in slots), dtype=np.uint32)
             slots = np.fromiter(
                 (s for v in self._recent.values() for s in v), dtype=np.int32, count=len(keys)
             )

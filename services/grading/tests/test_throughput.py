@@ -243,3 +243,32 @@ def test_signatures_and_words_are_the_ones_stored_before():
 
     same = sum(words(t, stop) == jieba_words(t, stop) for t in texts)
     assert same >= 0.97 * len(texts)
+
+
+@pytest.mark.once
+def test_band_keys_are_four_bytes_with_their_band_on_top_and_find_the_same_candidates():
+    """LSH band keys are 32-bit: the band number sits in the top bits (no key of one band can meet a
+    key of another), and a near-duplicate is found through the sorted array as through the recent dict."""
+    policy = load_bundle(BUNDLE).policy.clustering
+    index = MatterIndex(policy)
+    bands = index._bands
+    t0 = datetime(2026, 5, 1, 8, tzinfo=UTC)
+    feats = [index.features(f"{t}第{i}号", f"{c}编号{i}。") for i, (t, c) in enumerate(OTHER * 1200)]
+    keys = np.stack([index._band_keys_of(f) for f in feats])
+    assert keys.dtype == np.uint32 and keys.shape == (len(feats), bands)
+    assert (keys >> np.uint32(index._band_shift) == np.arange(bands, dtype=np.uint32)).all()
+    # Distinct rows of a band give distinct keys (a collision is possible, 2^-24 a pair at worst).
+    r = index._rows
+    for b in range(bands):
+        rows = {f.hashvalues[b * r : (b + 1) * r].tobytes() for f in feats}
+        assert len(set(keys[:, b].tolist())) >= len(rows) - 1 > 100
+    for i, f in enumerate(feats):
+        index.add(f"m{i}", f"i{i}", f, t0)
+    assert index._band_keys.dtype == np.uint32 and len(index._band_keys) >= bands * 4096  # merged once
+    for i in (0, len(feats) - 1):  # one in the sorted array, one still in the recent dict
+        t, c = OTHER[i % len(OTHER)]
+        hit = index.lookup(index.features(f"{t}第{i}号", f"{c}编号{i}。"), t0)[0]
+        assert hit.kind == "near_duplicate" and hit.message_id == f"m{i}" and hit.similarity == 1.0
+    too_many = policy.model_copy(update={"num_perm": 1024, "near_duplicate_jaccard": 0.05})
+    with pytest.raises(ValueError, match="LSH bands"):
+        MatterIndex(too_many)
