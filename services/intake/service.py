@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, insert
+from sqlalchemy import Select, bindparam, func, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -263,15 +263,21 @@ async def store(
 
     # Core statements on the session's connection: the ORM layer adds nothing to bulk inserts but time.
     conn = await session.connection()
+    # One message on PostgreSQL: message, timeline step and outbox rows in one statement (one round trip
+    # instead of three; atomic by itself, so the caller may even run it outside a transaction).
+    one_statement = conn.dialect.name == "postgresql" and len(fresh) == 1
     inserted: list[Prepared] = []
     pending = fresh
     for _ in range(3):  # a tracking-code collision (60 random bits) is retried with a new code
         if not pending:
             break
-        result = await conn.execute(
-            _insert(session, _MESSAGE).returning(_MESSAGE.c.id), [p.row for p in pending]
-        )
-        done = {r[0] for r in result}
+        if one_statement:
+            done = await _insert_with_events(conn, outbox, pending[0], now)
+        else:
+            result = await conn.execute(
+                _insert(session, _MESSAGE).returning(_MESSAGE.c.id), [p.row for p in pending]
+            )
+            done = {r[0] for r in result}
         missed = [p for p in pending if p.row["id"] not in done]
         inserted.extend(p for p in pending if p.row["id"] in done)
         existing = await existing_by_key(session, [p.natural_key for p in missed if p.natural_key])
@@ -303,30 +309,34 @@ async def store(
             p.index, "duplicate", o.id, o.tracking_code, o.citizen_status, o.received_at
         )
 
-    if inserted:
-        await conn.execute(
-            insert(_EVENT),
-            [
-                {
-                    "message_id": p.row["id"],
-                    "at": now,
-                    "status": p.row["citizen_status"],
-                    "text": CITIZEN_STATUS_TEXT[CitizenStatus(p.row["citizen_status"])],
-                    "public": True,
-                    "actor": None,
-                }
-                for p in inserted
-            ],
-        )
-        events = [
-            received_event(p.row) for p in inserted if p.row["citizen_status"] == CitizenStatus.received
-        ]
-        await add_events(session, outbox, events)
+    if inserted and not one_statement:
+        await conn.execute(insert(_EVENT), [_timeline_row(p, now) for p in inserted])
+        await add_events(session, outbox, [e for p in inserted for e in _received_events(p)])
+    elif inserted:
+        session.info["outbox"] = outbox  # wakes the relay after the commit
     return [outcomes[p.index] for p in prepared]
 
 
-async def add_events(session: AsyncSession, outbox: Outbox, events: list) -> None:
-    """Queue events in the caller's transaction with one INSERT (outbox.add builds an ORM object each)."""
+def _timeline_row(p: Prepared, now: datetime) -> dict[str, Any]:
+    """The first step of a new message's timeline."""
+    status = p.row["citizen_status"]
+    return {
+        "message_id": p.row["id"],
+        "at": now,
+        "status": status,
+        "text": CITIZEN_STATUS_TEXT[CitizenStatus(status)],
+        "public": True,
+        "actor": None,
+    }
+
+
+def _received_events(p: Prepared) -> list[MessageReceived]:
+    """`message.received` for a new message, unless screening held it back."""
+    return [received_event(p.row)] if p.row["citizen_status"] == CitizenStatus.received else []
+
+
+def _outbox_rows(outbox: Outbox, events: list) -> list[dict[str, Any]]:
+    """The outbox rows of events: one per event and destination."""
     rows = []
     now = outbox.clock()
     for event in events:
@@ -343,6 +353,69 @@ async def add_events(session: AsyncSession, outbox: Outbox, events: list) -> Non
                     "attempts": 0,
                 }
             )
+    return rows
+
+
+_ONE_STATEMENT: dict[tuple, Select] = {}
+_OUTBOX_COLUMNS = (
+    "event_id",
+    "event_type",
+    "destination",
+    "payload",
+    "created_at",
+    "next_attempt_at",
+    "attempts",
+)
+_STEP_COLUMNS = ("at", "status", "text", "public", "actor")
+
+
+def _one_statement(outbox: Outbox, columns: tuple[str, ...], events: int) -> Select:
+    """INSERT a message and, from its RETURNING row, its timeline step and `events` outbox rows (one
+    statement, built once per shape); nothing is inserted when the message conflicts."""
+    key = (outbox.model.__tablename__, columns, events)
+    stmt = _ONE_STATEMENT.get(key)
+    if stmt is not None:
+        return stmt
+    message = (
+        postgresql.insert(_MESSAGE)
+        .values({c: bindparam(c, type_=_MESSAGE.c[c].type) for c in columns})
+        .on_conflict_do_nothing()
+        .returning(_MESSAGE.c.id)
+        .cte("m")
+    )
+    step = insert(_EVENT).from_select(
+        ["message_id", *_STEP_COLUMNS],
+        select(message.c.id, *(bindparam(f"e_{c}", type_=_EVENT.c[c].type) for c in _STEP_COLUMNS)),
+    )
+    table = outbox.model.__table__
+    rows = [
+        insert(table).from_select(
+            list(_OUTBOX_COLUMNS),
+            select(*(bindparam(f"o{i}_{c}", type_=table.c[c].type) for c in _OUTBOX_COLUMNS)).select_from(
+                message
+            ),
+        )
+        for i in range(events)
+    ]
+    ctes = [step.cte("e"), *(r.cte(f"o{i}") for i, r in enumerate(rows))]
+    stmt = _ONE_STATEMENT[key] = select(message.c.id).add_cte(*ctes)
+    return stmt
+
+
+async def _insert_with_events(conn, outbox: Outbox, p: Prepared, now: datetime) -> set[str]:
+    """Insert one message with its timeline step and outbox rows in one statement; the ids inserted."""
+    rows = _outbox_rows(outbox, _received_events(p))
+    params = dict(p.row)
+    params.update({f"e_{k}": v for k, v in _timeline_row(p, now).items() if k != "message_id"})
+    for i, row in enumerate(rows):
+        params.update({f"o{i}_{k}": v for k, v in row.items()})
+    result = await conn.execute(_one_statement(outbox, tuple(p.row), len(rows)), params)
+    return {r[0] for r in result}
+
+
+async def add_events(session: AsyncSession, outbox: Outbox, events: list) -> None:
+    """Queue events in the caller's transaction with one INSERT (outbox.add builds an ORM object each)."""
+    rows = _outbox_rows(outbox, events)
     if rows:
         conn = await session.connection()
         await conn.execute(insert(outbox.model.__table__), rows)

@@ -58,10 +58,17 @@ def _accepted(o: service.Outcome) -> MessageAccepted:
     )
 
 
-async def run_idempotent(request: Request, state, session, scope: str, handler) -> Response:
-    """Run a creating handler under the request's Idempotency-Key (if any); it returns (status, body)."""
+async def run_idempotent(
+    request: Request, state, session, scope: str, handler, *, atomic_statements: bool = False
+) -> Response:
+    """Run a creating handler under the request's Idempotency-Key (if any); it returns (status, body).
+
+    `atomic_statements`: every write of the handler is a single statement that is atomic by itself,
+    so without a key it runs in autocommit on PostgreSQL (no BEGIN and COMMIT round trips)."""
     key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
     if key is None:
+        if atomic_statements and session.bind.dialect.name == "postgresql":
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         status, body = await handler()
         await session.commit()
         return JSONResponse(body, status_code=status)
@@ -141,7 +148,8 @@ async def submit_message(
         request.state.counted = (outcome, prepared)
         return (201 if outcome.status == "created" else 200), _accepted(outcome).model_dump(mode="json")
 
-    response = await run_idempotent(request, state, session, scope, handler)
+    # One message is one INSERT statement on PostgreSQL (service.store), atomic by itself.
+    response = await run_idempotent(request, state, session, scope, handler, atomic_statements=True)
     counted = getattr(request.state, "counted", None)
     if counted is not None:
         service.count_outcomes([counted[0]], {0: counted[1].row})
@@ -230,7 +238,8 @@ async def submit_batch(
         counts = {k: sum(1 for o in outcomes if o.status == k) for k in ("created", "duplicate", "rejected")}
         return 200, BatchResult(results=results, **counts).model_dump(mode="json", exclude_none=True)
 
-    response = await run_idempotent(request, state, session, scope, handler)
+    # One message is one INSERT statement on PostgreSQL (service.store), atomic by itself.
+    response = await run_idempotent(request, state, session, scope, handler, atomic_statements=True)
     counted = getattr(request.state, "counted", None)
     if counted is not None:
         service.count_outcomes(*counted)
