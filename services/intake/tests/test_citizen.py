@@ -165,3 +165,70 @@ def test_a_callback_survives_an_intake_restart(databases, tmp_path):
                 what="delivery after the restart",
             )
         assert sum(1 for d in portal.received(mid) if d["answered"] == 200) == 1
+
+
+def test_a_delivery_of_status_changes_is_applied_in_order_with_stale_and_unknown_ones_ignored(stack):
+    """A relay delivers many changes at once (intake applies them together): each message ends at its
+    newest change, an older change delivered later is ignored, every change leaves its own step, a
+    reply in the run is called back once, and ids intake never had change nothing."""
+    one, two = (stack.post(message()).json()["id"] for _ in range(2))
+    published = datetime.now(UTC).isoformat()
+    reply = {"text": "已修复。", "unit": UNIT, "finding": "true", "published_at": published}
+    events = [
+        status_event(
+            [one, two],
+            sequence=2,
+            citizen_status="assigned",
+            incident_status="assigned",
+            handling_unit=UNIT,
+            incident_id="inc-run",
+        ),
+        status_event(
+            [one, one],
+            sequence=3,
+            citizen_status="in_progress",
+            incident_status="signed",
+            incident_id="inc-run",
+            public_note="正在现场处置",
+        ),
+        status_event(
+            [two, "no-such-message"],
+            sequence=1,
+            citizen_status="received",
+            incident_status="received",
+            incident_id="inc-run",
+        ),  # older than what two has: ignored
+        status_event(
+            [one],
+            sequence=4,
+            citizen_status="replied",
+            incident_status="published",
+            handling_unit=UNIT,
+            reply=reply,
+            incident_id="inc-run",
+        ),
+    ]
+    resp = signed("POST", f"{stack.intake.url}/internal/events", body={"events": events})
+    assert resp.status_code == 200, resp.text
+    assert [r["status"] for r in resp.json()["results"]] == ["applied"] * 4
+    rows = dict(
+        (m, (s, q))
+        for m, s, q in stack.sql(
+            "SELECT id, citizen_status, status_sequence FROM message WHERE id IN (:a, :b)", a=one, b=two
+        )
+    )
+    assert rows == {one: ("replied", 4), two: ("assigned", 2)}
+    steps = {
+        m: [
+            t
+            for (t,) in stack.sql("SELECT text FROM message_event WHERE message_id = :m ORDER BY at, id", m=m)
+        ]
+        for m in (one, two)
+    }
+    assert steps[one] == ["已受理", f"已交办：{UNIT['name']}", "正在现场处置", "已答复"]
+    assert steps[two] == ["已受理", f"已交办：{UNIT['name']}"]
+    wait_until(lambda: stack.portal.received(one), what="the reply's callback")
+    assert len(stack.portal.received(one)) == 1 and stack.portal.received(two) == []
+    again = signed("POST", f"{stack.intake.url}/internal/events", body={"events": events})
+    assert [r["status"] for r in again.json()["results"]] == ["duplicate"] * 4
+    assert len(stack.sql("SELECT id FROM message_event WHERE message_id = :m", m=one)) == 4
