@@ -238,8 +238,8 @@ async def submit_batch(
         counts = {k: sum(1 for o in outcomes if o.status == k) for k in ("created", "duplicate", "rejected")}
         return 200, BatchResult(results=results, **counts).model_dump(mode="json", exclude_none=True)
 
-    # One message is one INSERT statement on PostgreSQL (service.store), atomic by itself.
-    response = await run_idempotent(request, state, session, scope, handler, atomic_statements=True)
+    # Several statements (and chunks): one transaction, never autocommit.
+    response = await run_idempotent(request, state, session, scope, handler)
     counted = getattr(request.state, "counted", None)
     if counted is not None:
         service.count_outcomes(*counted)

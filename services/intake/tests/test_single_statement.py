@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import event
 
 from services.intake import service
+from tests.support import API_KEY
 
 
 def _item(tag: str) -> dict:
@@ -47,6 +48,24 @@ def test_a_message_whose_event_cannot_be_queued_is_not_stored_at_all(stack, monk
     r = stack.post(body)
     assert r.status_code == 201, r.text
     assert _rows(stack, body["external_id"]) == (1, 1, 1)
+
+
+def test_a_batch_whose_events_cannot_be_queued_stores_none_of_its_messages(stack, monkeypatch):
+    """A batch takes several statements, so it keeps its transaction: all of it or nothing."""
+    items = [_item(f"batch{i}") for i in range(3)]
+    real = service._outbox_rows
+    monkeypatch.setattr(
+        service,
+        "_outbox_rows",
+        lambda outbox, events: [{**r, "event_id": None} for r in real(outbox, events)],
+    )
+    r = stack.http.post("/api/v1/messages/batch", json={"items": items}, headers=API_KEY)
+    assert r.status_code >= 500 and r.json()["error"]["code"] == "internal_error", r.text
+    assert [_rows(stack, i["external_id"]) for i in items] == [(0, 0, 0)] * 3
+    monkeypatch.setattr(service, "_outbox_rows", real)
+    r = stack.http.post("/api/v1/messages/batch", json={"items": items}, headers=API_KEY)
+    assert r.status_code == 200 and r.json()["created"] == 3, r.text
+    assert [_rows(stack, i["external_id"]) for i in items] == [(1, 1, 1)] * 3
 
 
 def test_a_tracking_code_already_taken_is_replaced_and_stored_once(stack, monkeypatch):
