@@ -1,7 +1,7 @@
 """Async database access shared by services: engine, sessions and portable column types."""
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Iterable, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,21 @@ def new_dict() -> dict:
 def utcnow() -> datetime:
     """The current time, aware, in UTC."""
     return datetime.now(UTC)
+
+
+def padded(values: Iterable[Any]) -> list[Any]:
+    """Values for an `IN` list, padded to the next power of two by repeating the last one.
+
+    Each length of an IN list is a statement of its own, and asyncpg keeps every statement prepared
+    on every pooled connection (with its parameter types and result columns: ≈ 15 KB for a whole
+    message row). Lists whose length follows the size of a delivery would make a statement per
+    length; padded, they make one per power of two. A repeated value changes no IN's answer.
+    """
+    out = list(values)
+    n = len(out)
+    if n > 2:
+        out.extend([out[-1]] * ((1 << (n - 1).bit_length()) - n))
+    return out
 
 
 def is_sqlite(url_or_engine: Any) -> bool:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, select
 
 from kit.context import trace_from_header, trace_var
-from kit.db import UTCDateTime, utcnow
+from kit.db import UTCDateTime, padded, utcnow
 from kit.errors import AppError
 from kit.security import verified_internal
 from schema.events import Event, EventBatch, EventResult, parse_event
@@ -130,7 +130,7 @@ class EventConsumer:
             async with state.sessions() as session:
                 ids = [e.id for _, e in run]
                 m = self.inbox_model
-                seen = set((await session.exec(select(m.event_id).where(m.event_id.in_(ids)))).all())
+                seen = set((await session.exec(select(m.event_id).where(m.event_id.in_(padded(ids))))).all())
                 fresh: list[tuple[int, Event]] = []
                 for i, e in run:
                     if e.id in seen:

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import Field, SQLModel, select
 
 from kit.context import current_traceparent
-from kit.db import JSONType, UTCDateTime, is_sqlite, utcnow
+from kit.db import JSONType, UTCDateTime, is_sqlite, padded, utcnow
 from kit.security import ServiceAuth
 from kit.worker import BackgroundWorker
 from schema.events import Event
@@ -278,7 +278,7 @@ class Outbox(BackgroundWorker):
             if delivered:
                 await s.exec(
                     update(t)
-                    .where(t.c.id.in_(delivered))
+                    .where(t.c.id.in_(padded(delivered)))
                     .values(delivered_at=now, claimed_until=None, last_error=None, attempts=t.c.attempts + 1)
                 )
             if waiting:
@@ -288,7 +288,7 @@ class Outbox(BackgroundWorker):
                 }
                 await s.exec(
                     update(t)
-                    .where(t.c.id.in_(waiting))
+                    .where(t.c.id.in_(padded(waiting)))
                     .values(
                         claimed_until=None,
                         attempts=t.c.attempts + 1,

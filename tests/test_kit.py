@@ -354,6 +354,38 @@ def test_prepared_statements_are_kept_within_a_parameter_budget(databases, backe
     assert on_server <= 5  # the three kept, and at most two let go but not yet closed
 
 
+def test_in_lists_of_every_length_share_a_few_prepared_statements(databases, backend):
+    # An IN list of n values is a statement of its own per n; padded to powers of two, lists of
+    # lengths 1..100 make 8 statements (1, 2, 4, …, 128) instead of 100, with the same answers.
+    from sqlalchemy import func, select
+
+    from kit.db import make_engine, padded
+
+    assert padded([]) == [] and padded([7]) == [7] and padded([1, 2]) == [1, 2]
+    assert padded([1, 2, 3]) == [1, 2, 3, 3] and len(padded(range(5))) == 8 and len(padded(range(8))) == 8
+    assert all(set(padded(range(n))) == set(range(n)) for n in range(1, 300))
+    if backend != "postgres":
+        return
+    url = databases.url("inlists")
+    table = func.generate_series(0, 199).table_valued("x").render_derived(with_types=False)
+
+    async def go(pad):
+        engine = make_engine(url, pool_size=1, max_overflow=0)
+        try:
+            async with engine.connect() as conn:
+                cache = (await conn.get_raw_connection()).dbapi_connection._prepared_statement_cache
+                for n in range(1, 101):
+                    wanted = list(range(0, 2 * n, 2))
+                    q = select(table.c.x).where(table.c.x.in_(pad(wanted)))
+                    assert sorted(x for (x,) in (await conn.execute(q)).all()) == wanted
+                return len(cache)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(go(padded)) == 8
+    assert asyncio.run(go(list)) == 100  # the control: one per length
+
+
 def test_the_statement_cache_keeps_the_most_recently_used_within_its_capacity():
     from kit.db import StatementCache
 

@@ -18,6 +18,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kit.context import current_traceparent
+from kit.db import padded
 from kit.errors import AppError, conflict, invalid, not_found
 from kit.outbox import Outbox
 from schema.dto import Category, Factor
@@ -144,7 +145,7 @@ async def _counts_of(
             func.count().filter(m.received_at > heat),
             func.count().filter((m.received_at > before) & (m.received_at <= heat)),
         )
-        .where(m.incident_id.in_(incident_ids))
+        .where(m.incident_id.in_(padded(incident_ids)))
         .group_by(m.incident_id)
     )
     rows = (await (await session.connection()).execute(q)).all()
@@ -271,7 +272,7 @@ class _Decisions:
         conn = await self.session.connection()
         if mids:
             q = sa_select(IncidentMessage.message_id, IncidentMessage.incident_id).where(
-                IncidentMessage.message_id.in_(mids)
+                IncidentMessage.message_id.in_(padded(mids))
             )
             found = dict((await conn.execute(q)).all())
             self.message_incident.update({m: found.get(m) for m in mids})
@@ -280,7 +281,7 @@ class _Decisions:
         c = Incident.__table__.c
         while wanted := wanted - self.states.keys():
             rows = (
-                await conn.execute(sa_select(c.id, c.status, c.merged_into).where(c.id.in_(wanted)))
+                await conn.execute(sa_select(c.id, c.status, c.merged_into).where(c.id.in_(padded(wanted))))
             ).all()
             for i in wanted:
                 self.states[i] = None
@@ -307,7 +308,7 @@ class _Decisions:
         """The whole rows of incidents messages join, in one query."""
         wanted = incident_ids - self.incidents.keys()
         if wanted:
-            rows = (await self.session.exec(select(Incident).where(Incident.id.in_(list(wanted))))).all()
+            rows = (await self.session.exec(select(Incident).where(Incident.id.in_(padded(wanted))))).all()
             self.incidents.update({row.id: row for row in rows})
 
 
@@ -337,7 +338,7 @@ async def ingest_many(
     started = time.perf_counter()
     ids = list(dict.fromkeys(m.message_id for m in msgs))
     q = sa_select(IncidentMessage.message_id, IncidentMessage.incident_id).where(
-        IncidentMessage.message_id.in_(ids)
+        IncidentMessage.message_id.in_(padded(ids))
     )
     placed: dict[str, str] = dict((await (await session.connection()).execute(q)).all())
     fresh: list[MessageReceivedData] = []
@@ -487,7 +488,7 @@ async def _regrade_joined(
     if escalated:
         m = IncidentMessage.__table__.c
         q = sa_select(m.incident_id, m.received_at, m.message_id).where(
-            m.incident_id.in_([i.id for i, _ in escalated])
+            m.incident_id.in_(padded([i.id for i, _ in escalated]))
         )
         members: dict[str, list[tuple[datetime, str]]] = {}
         for incident_id, at, mid in (await (await session.connection()).execute(q)).all():
@@ -862,7 +863,7 @@ async def _features_of(session: AsyncSession, message_ids: list[str]) -> dict[st
     """The same-matter features stored for messages."""
     import numpy as np
 
-    q = select(MatterSignature).where(MatterSignature.message_id.in_(message_ids))
+    q = select(MatterSignature).where(MatterSignature.message_id.in_(padded(message_ids)))
     return {
         r.message_id: Features(
             np.frombuffer(r.hashvalues, dtype=np.uint32).copy(), list(r.title_words), dict(r.tf)

@@ -12,6 +12,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kit.context import current_traceparent
+from kit.db import padded
 from kit.errors import AppError, conflict, not_found
 from kit.outbox import Outbox
 from schema.dto import MessageRecord, ReporterFlags
@@ -439,7 +440,8 @@ async def existing_by_key(session: AsyncSession, keys: list[tuple[str, str]]) ->
         Message.received_at,
     )
     for i in range(0, len(ids), 500):
-        rows = (await conn.execute(select(*cols).where(Message.external_id.in_(ids[i : i + 500])))).all()
+        q = select(*cols).where(Message.external_id.in_(padded(ids[i : i + 500])))
+        rows = (await conn.execute(q)).all()
         for r in rows:
             if (r.channel, r.external_id) in wanted:
                 out[(r.channel, r.external_id)] = r
@@ -665,7 +667,7 @@ async def apply_status_changes(
     wanted = list(dict.fromkeys(m for data in changes for m in data.message_ids))
     messages: dict[str, Message] = {}
     for i in range(0, len(wanted), 500):
-        q = select(Message).where(Message.id.in_(wanted[i : i + 500]))
+        q = select(Message).where(Message.id.in_(padded(wanted[i : i + 500])))
         messages.update((m.id, m) for m in (await session.exec(q)).all())
     changed = 0
     for data in changes:

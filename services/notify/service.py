@@ -11,6 +11,7 @@ from sqlalchemy import and_, func, or_, update
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from kit.db import padded
 from kit.errors import AppError, not_found
 from schema.dto import IncidentSummary, NotificationRecord
 from schema.enums import LEVEL_TEXT, Level
@@ -134,16 +135,22 @@ class RunHints:
 async def run_hints(*, session: AsyncSession, incident_ids: list[str], dedupe_keys: list[str]) -> RunHints:
     """Four queries for a whole run of events; the tracked incidents stay loaded in the session."""
     ids = list(dict.fromkeys(incident_ids))
-    tracked = (await session.exec(select(TrackedIncident).where(TrackedIncident.id.in_(ids)))).all()
+    tracked = (await session.exec(select(TrackedIncident).where(TrackedIncident.id.in_(padded(ids))))).all()
     alerted = set(
-        (await session.exec(select(Alert.incident_id).where(Alert.incident_id.in_(ids)).distinct())).all()
+        (
+            await session.exec(select(Alert.incident_id).where(Alert.incident_id.in_(padded(ids))).distinct())
+        ).all()
     )
     delivered = set(
         (
-            await session.exec(select(Delivery.incident_id).where(Delivery.incident_id.in_(ids)).distinct())
+            await session.exec(
+                select(Delivery.incident_id).where(Delivery.incident_id.in_(padded(ids))).distinct()
+            )
         ).all()
     )
-    taken = set((await session.exec(select(Alert.dedupe_key).where(Alert.dedupe_key.in_(dedupe_keys)))).all())
+    taken = set(
+        (await session.exec(select(Alert.dedupe_key).where(Alert.dedupe_key.in_(padded(dedupe_keys))))).all()
+    )
     return RunHints(
         untracked=set(ids) - {t.id for t in tracked},
         quiet=set(ids) - alerted - delivered,
