@@ -19,6 +19,7 @@ Exit code 0 when every target is met, 1 otherwise.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -120,10 +121,16 @@ async def soak(p, seconds: float, rate: float, warmup: float, in_flight: int) ->
         async def sample_memory():
             await asyncio.sleep(warmup)
             samples["after_warmup"] = rss_mb(p)
+            # Then every minute: a plateau (a burst's high-water mark) reads apart from steady growth.
+            while True:
+                await asyncio.sleep(60)
+                samples[f"{warmup + 60 * (len(samples)):.0f} s"] = rss_mb(p)
 
         sampler = asyncio.create_task(sample_memory())
         run = await steady(post, rate=rate, seconds=seconds, in_flight=in_flight)
-        await sampler
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
         ended = time.perf_counter()
         samples["end"] = rss_mb(p)
         urls = {n: p.url(n) for n in SERVICES}
@@ -164,6 +171,11 @@ def report(result: dict, seconds: float, rate: float, backend: str) -> bool:
     print(f"\n{'process':<10} {'after warm-up MB':>17} {'end MB':>8} {'growth':>8}")
     for n in mem["end"]:
         print(f"{n:<10} {mem['after_warmup'][n]:>17.1f} {mem['end'][n]:>8.1f} {growth[n] * 100:>7.1f}%")
+    trace = [k for k in mem if k not in ("after_warmup", "end")]
+    if trace:
+        print(f"\nresident MB by minute: {'process':<10}" + "".join(f"{k:>8}" for k in trace))
+        for n in mem["end"]:
+            print(f"{'':<22}{n:<10}" + "".join(f"{mem[k][n]:>8.1f}" for k in trace))
     print(f"\n{'figure':<24} {'measured':>10} {'target':>10} {'ratio':>8}  ok")
     for name, (value, target, ok) in checks.items():
         ratio = value / target if target else (0.0 if value == 0 else float("inf"))
