@@ -652,65 +652,49 @@ async def feedback_given(*, session: AsyncSession, message: Message) -> bool:
 # --- events from grading -----------------------------------------------------------------------------
 
 
-async def apply_status_changes(
-    *,
-    session: AsyncSession,
-    changes: list[MessageStatusChangedData],
-    at: datetime,
-    config: IntakeConfig | None = None,
+async def apply_status_change(
+    *, session: AsyncSession, data: MessageStatusChangedData, at: datetime, config: IntakeConfig | None = None
 ) -> int:
-    """Update the citizen view of incidents' messages, the changes in order; stale (out-of-order) ones are
-    ignored. The messages of all the changes are read at once, and the caller's flush writes them.
+    """Update the citizen view of the incident's messages; stale (out-of-order) changes are ignored.
 
     A newly published reply is queued for the channel client's callback URL in the same transaction.
     """
-    wanted = list(dict.fromkeys(m for data in changes for m in data.message_ids))
-    messages: dict[str, Message] = {}
-    for i in range(0, len(wanted), 500):
-        q = select(Message).where(Message.id.in_(padded(wanted[i : i + 500])))
-        messages.update((m.id, m) for m in (await session.exec(q)).all())
+    q = select(Message).where(Message.id.in_(data.message_ids))
     changed = 0
-    for data in changes:
-        for message_id in dict.fromkeys(data.message_ids):
-            message = messages.get(message_id)
-            if message is not None and data.sequence > message.status_sequence:
-                await _apply_status_change(session, message, data, at, config)
-                changed += 1
+    for message in (await session.exec(q)).all():
+        if data.sequence <= message.status_sequence:
+            continue
+        previous = message.citizen_status
+        previous_reply = message.reply
+        message.status_sequence = data.sequence
+        message.citizen_status = data.citizen_status.value
+        message.incident_id = data.incident_id
+        if data.handling_unit is not None:
+            message.handling_unit = data.handling_unit.model_dump(mode="json")
+        if data.reply is not None:
+            message.reply = data.reply.model_dump(mode="json")
+        if data.reply_due is not None:
+            message.reply_due = data.reply_due
+        if data.category is not None:
+            message.category = data.category.model_dump(mode="json")
+            if message.service_code is None and data.category.level3:
+                c = data.category
+                message.service_code = service_code_for(c.level1, c.level2, c.level3)
+        message.updated_at = at
+        session.add(message)
+        if previous != message.citizen_status or data.public_note:
+            text = data.public_note or _status_note(data)
+            session.add(
+                MessageEvent(message_id=message.id, at=at, status=message.citizen_status, text=text[:500])
+            )
+        if (
+            config is not None
+            and data.reply is not None
+            and (previous_reply or {}).get("published_at") != message.reply.get("published_at")
+        ):
+            await callbacks.enqueue_reply(session=session, message=message, config=config, now=at)
+        changed += 1
     return changed
-
-
-async def _apply_status_change(
-    session: AsyncSession, message: Message, data: MessageStatusChangedData, at: datetime, config
-) -> None:
-    """One change of a message's citizen view (a timeline step when its status or note is new)."""
-    previous = message.citizen_status
-    previous_reply = message.reply
-    message.status_sequence = data.sequence
-    message.citizen_status = data.citizen_status.value
-    message.incident_id = data.incident_id
-    if data.handling_unit is not None:
-        message.handling_unit = data.handling_unit.model_dump(mode="json")
-    if data.reply is not None:
-        message.reply = data.reply.model_dump(mode="json")
-    if data.reply_due is not None:
-        message.reply_due = data.reply_due
-    if data.category is not None:
-        message.category = data.category.model_dump(mode="json")
-        if message.service_code is None and data.category.level3:
-            c = data.category
-            message.service_code = service_code_for(c.level1, c.level2, c.level3)
-    message.updated_at = at
-    if previous != message.citizen_status or data.public_note:
-        text = data.public_note or _status_note(data)
-        session.add(
-            MessageEvent(message_id=message.id, at=at, status=message.citizen_status, text=text[:500])
-        )
-    if (
-        config is not None
-        and data.reply is not None
-        and (previous_reply or {}).get("published_at") != message.reply.get("published_at")
-    ):
-        await callbacks.enqueue_reply(session=session, message=message, config=config, now=at)
 
 
 def _status_note(data: MessageStatusChangedData) -> str:
