@@ -133,6 +133,13 @@ class Outbox(BackgroundWorker):
         for workers that emit thousands at once, e.g. a supervision sweep."""
         if not events:
             return
+        rows = self.rows(events)
+        conn = await session.connection()
+        await conn.execute(self.model.__table__.insert(), rows)
+        session.info["outbox"] = self
+
+    def rows(self, events: list[Event]) -> list[dict[str, Any]]:
+        """The outbox rows of events, one per event and subscriber, for a caller's own INSERT."""
         now = self.clock()
         trace = current_traceparent()
         rows = []
@@ -155,9 +162,7 @@ class Outbox(BackgroundWorker):
                 }
                 for dest in destinations
             ]
-        conn = await session.connection()
-        await conn.execute(self.model.__table__.insert(), rows)
-        session.info["outbox"] = self
+        return rows
 
     @property
     def poll_seconds(self) -> float:

@@ -312,7 +312,7 @@ async def store(
 
     if inserted and not one_statement:
         await conn.execute(insert(_EVENT), [_timeline_row(p, now) for p in inserted])
-        await add_events(session, outbox, [e for p in inserted for e in _received_events(p)])
+        await outbox.add_many(session, [e for p in inserted for e in _received_events(p)])
     elif inserted:
         session.info["outbox"] = outbox  # wakes the relay after the commit
     return [outcomes[p.index] for p in prepared]
@@ -334,27 +334,6 @@ def _timeline_row(p: Prepared, now: datetime) -> dict[str, Any]:
 def _received_events(p: Prepared) -> list[MessageReceived]:
     """`message.received` for a new message, unless screening held it back."""
     return [received_event(p.row)] if p.row["citizen_status"] == CitizenStatus.received else []
-
-
-def _outbox_rows(outbox: Outbox, events: list) -> list[dict[str, Any]]:
-    """The outbox rows of events: one per event and destination."""
-    rows = []
-    now = outbox.clock()
-    for event in events:
-        payload = event.model_dump(mode="json")
-        for dest in outbox.routes[event.type]:
-            rows.append(
-                {
-                    "event_id": event.id,
-                    "event_type": event.type,
-                    "destination": dest,
-                    "payload": payload,
-                    "created_at": now,
-                    "next_attempt_at": now,
-                    "attempts": 0,
-                }
-            )
-    return rows
 
 
 _ONE_STATEMENT: dict[tuple, Select] = {}
@@ -405,22 +384,13 @@ def _one_statement(outbox: Outbox, columns: tuple[str, ...], events: int) -> Sel
 
 async def _insert_with_events(conn, outbox: Outbox, p: Prepared, now: datetime) -> set[str]:
     """Insert one message with its timeline step and outbox rows in one statement; the ids inserted."""
-    rows = _outbox_rows(outbox, _received_events(p))
+    rows = outbox.rows(_received_events(p))
     params = dict(p.row)
     params.update({f"e_{k}": v for k, v in _timeline_row(p, now).items() if k != "message_id"})
     for i, row in enumerate(rows):
         params.update({f"o{i}_{k}": v for k, v in row.items()})
     result = await conn.execute(_one_statement(outbox, tuple(p.row), len(rows)), params)
     return {r[0] for r in result}
-
-
-async def add_events(session: AsyncSession, outbox: Outbox, events: list) -> None:
-    """Queue events in the caller's transaction with one INSERT (outbox.add builds an ORM object each)."""
-    rows = _outbox_rows(outbox, events)
-    if rows:
-        conn = await session.connection()
-        await conn.execute(insert(outbox.model.__table__), rows)
-        session.info["outbox"] = outbox
 
 
 async def existing_by_key(session: AsyncSession, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
@@ -583,7 +553,7 @@ async def release(
             message_id=message.id, at=now, status="received", text=CITIZEN_STATUS_TEXT[CitizenStatus.received]
         )
     )
-    await add_events(session, outbox, [received_event(message.model_dump())])
+    await outbox.add_many(session, [received_event(message.model_dump())])
     await session.commit()
     metrics.RELEASED.inc()
     return message
@@ -630,7 +600,7 @@ async def give_feedback(
             received_at=now,
         ),
     )
-    await add_events(session, outbox, [event])
+    await outbox.add_many(session, [event])
     await session.commit()
     metrics.FEEDBACK.labels(satisfaction).inc()
     return feedback

@@ -10,6 +10,7 @@ import asyncpg.prepared_stmt
 import pytest
 from sqlalchemy import event
 
+from kit.outbox import Outbox
 from services.intake import service
 from tests.support import API_KEY
 
@@ -31,20 +32,23 @@ def _rows(stack, external_id: str) -> tuple[int, int, int]:
     return len(ids), steps, events
 
 
+_real_rows = Outbox.rows
+
+
+def _broken_rows(outbox, events):
+    """The outbox's rows with no event id: NOT NULL makes their INSERT fail."""
+    return [{**row, "event_id": None} for row in _real_rows(outbox, events)]
+
+
 def test_a_message_whose_event_cannot_be_queued_is_not_stored_at_all(stack, monkeypatch):
     body = _item("atomic")
-    real = service._outbox_rows
-
-    def broken(outbox, events):
-        return [{**row, "event_id": None} for row in real(outbox, events)]  # NOT NULL: the insert fails
-
-    monkeypatch.setattr(service, "_outbox_rows", broken)
+    monkeypatch.setattr(Outbox, "rows", _broken_rows)
     r = stack.post(body)
     assert r.status_code >= 500, r.text
     assert r.json()["error"]["code"] == "internal_error"
     assert _rows(stack, body["external_id"]) == (0, 0, 0)
 
-    monkeypatch.setattr(service, "_outbox_rows", real)
+    monkeypatch.undo()
     r = stack.post(body)
     assert r.status_code == 201, r.text
     assert _rows(stack, body["external_id"]) == (1, 1, 1)
@@ -53,16 +57,11 @@ def test_a_message_whose_event_cannot_be_queued_is_not_stored_at_all(stack, monk
 def test_a_batch_whose_events_cannot_be_queued_stores_none_of_its_messages(stack, monkeypatch):
     """A batch takes several statements, so it keeps its transaction: all of it or nothing."""
     items = [_item(f"batch{i}") for i in range(3)]
-    real = service._outbox_rows
-    monkeypatch.setattr(
-        service,
-        "_outbox_rows",
-        lambda outbox, events: [{**r, "event_id": None} for r in real(outbox, events)],
-    )
+    monkeypatch.setattr(Outbox, "rows", _broken_rows)
     r = stack.http.post("/api/v1/messages/batch", json={"items": items}, headers=API_KEY)
     assert r.status_code >= 500 and r.json()["error"]["code"] == "internal_error", r.text
     assert [_rows(stack, i["external_id"]) for i in items] == [(0, 0, 0)] * 3
-    monkeypatch.setattr(service, "_outbox_rows", real)
+    monkeypatch.undo()
     r = stack.http.post("/api/v1/messages/batch", json={"items": items}, headers=API_KEY)
     assert r.status_code == 200 and r.json()["created"] == 3, r.text
     assert [_rows(stack, i["external_id"]) for i in items] == [(1, 1, 1)] * 3
