@@ -1,15 +1,15 @@
 """Grading's resident memory per message graded (issue 8's soak figure, taken apart), on PostgreSQL.
 
     .venv/bin/python -m bench.grading_memory                       # 30,000 messages after 6,000 of warm-up
-    .venv/bin/python -m bench.grading_memory --messages 10000 --compare-threshold 0
+    .venv/bin/python -m bench.grading_memory --messages 10000 --compare-env MALLOC_ARENA_MAX=2
     .venv/bin/python -m bench.grading_memory --index-only          # the same-matter index alone, in-process
 
 A throw-away platform; relay-sized signed POSTs of 200 `message.received` events go straight to
 grading's inbox, one at a time, as fast as it takes them, cycling through the soak's 4,000 real texts
 (so most messages join an incident that is already there, as in the soak). Grading's resident memory is
 read after the warm-up and then every 6,000 messages; the figure is the growth per message after the
-warm-up. `--compare-threshold N` runs a second platform with MINSHENG_MALLOC_MMAP_THRESHOLD_BYTES=N
-(0: glibc's sliding threshold) for the side-by-side ratio.
+warm-up. `--compare-env NAME=VALUE` runs a second platform with that environment variable set (e.g.
+MINSHENG_MALLOC_MMAP_THRESHOLD_BYTES=0, glibc's sliding threshold) for the side-by-side ratio.
 
 `--index-only` measures just the same-matter index (`MatterIndex.add`, no database, no HTTP) in two
 fresh processes, glibc's mmap threshold pinned as the services pin it and left sliding: resident and
@@ -76,8 +76,7 @@ async def drive(p, texts: list[dict], warmup: int, messages: int, tag: str) -> d
     }
 
 
-def one_platform(texts: list[dict], warmup: int, messages: int, threshold: str | None) -> dict:
-    env = {} if threshold is None else {"MINSHENG_MALLOC_MMAP_THRESHOLD_BYTES": threshold}
+def one_platform(texts: list[dict], warmup: int, messages: int, env: dict[str, str]) -> dict:
     p = start_platform(postgres=True, extra_env=env)
     try:
         return asyncio.run(drive(p, texts, warmup, messages, f"mem{os.getpid()}-"))
@@ -144,7 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=30000)
     parser.add_argument("--warmup", type=int, default=6000)
-    parser.add_argument("--compare-threshold", default=None, help="a second run with this threshold")
+    parser.add_argument("--compare-env", default=None, help="NAME=VALUE: a second run with it set")
     parser.add_argument("--index-only", action="store_true", help="the same-matter index alone")
     parser.add_argument("--index-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -156,15 +155,14 @@ def main() -> None:
         index_only_side_by_side(args.messages, args.warmup)
         return
     texts = load_texts()
-    runs = {"as configured": one_platform(texts, args.warmup, args.messages, None)}
-    if args.compare_threshold is not None:
-        runs[f"threshold {args.compare_threshold}"] = one_platform(
-            texts, args.warmup, args.messages, args.compare_threshold
-        )
+    runs = {"as configured": one_platform(texts, args.warmup, args.messages, {})}
+    if args.compare_env is not None:
+        name, _, value = args.compare_env.partition("=")
+        runs[args.compare_env] = one_platform(texts, args.warmup, args.messages, {name: value})
     for name, r in runs.items():
         trail = "  ".join(f"{n}: {mb:.1f}" for n, mb in r["samples"])
-        print(f"{name:<16} {r['rate']:6.0f} msg/s  RSS after n messages (MB) {trail}")
-        print(f"{'':<16} growth {r['growth'] * 100:5.1f} %  {r['per_message_bytes']:6.0f} bytes per message")
+        print(f"{name}\n  {r['rate']:6.0f} msg/s  RSS after n messages (MB) {trail}")
+        print(f"  growth {r['growth'] * 100:5.1f} %  {r['per_message_bytes']:6.0f} bytes per message")
     if len(runs) == 2:
         a, b = (r["per_message_bytes"] for r in runs.values())
         print(f"ratio (configured / compared) {a / b:.2f}")

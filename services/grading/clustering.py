@@ -10,11 +10,16 @@ Only incidents active within the policy's window are candidates. The caller chec
 against the database (open or not, current incident after merges) and decides.
 
 Memory is what bounds a replica, so the index keeps no Python object per message: a message is a slot
-in numpy columns (the top 16 bits of each MinHash value — enough to estimate the Jaccard similarity,
-two different values agree there once in 65,536 — its time, incident and id as 16 bytes), its 32-bit LSH
-band keys and a 64-bit hash of its id live in sorted arrays, and words are numbered once per process. Per
-incident: its word centroid packed in one bytes object. About 280 bytes per message plus a few hundred
-per incident, instead of ~8 KB per message with datasketch's LSH, dict vectors and a dict of ids.
+in numpy columns (the low 8 bits of each MinHash value, its time, incident and id as 16 bytes), its
+32-bit LSH band keys and a 64-bit hash of its id live in sorted arrays, and words are numbered once per
+process. Per incident: its word centroid packed in one bytes object. About 210 bytes per message plus a
+few hundred per incident, instead of ~8 KB per message with datasketch's LSH, dict vectors and a dict of
+ids.
+
+Keeping 8 bits of each MinHash value is b-bit minwise hashing (Li & König, "b-Bit Minwise Hashing",
+WWW 2010): two different values still agree in their low 8 bits once in 256, so the share of agreeing
+values m over-reads the similarity J by (1 − J)/256, and (m − 1/256) / (1 − 1/256) reads it back. The
+low bits, not the top ones: a minimum over many hashes is small, so its top bits are mostly zero.
 """
 
 import hashlib
@@ -31,6 +36,11 @@ import numpy as np
 
 from services.grading.policy import Clustering
 from services.grading.text import shingles, words
+
+# b-bit minwise hashing: the bits of each MinHash value the index keeps, and how often two different
+# values agree in them by chance (what the similarity estimate takes back out).
+_SIG_MASK = np.uint32(0xFF)
+_SIG_CHANCE = 1.0 / 256
 
 # Band keys added since the last merge wait in a dict; past this many messages they join the sorted
 # array (a linear merge), so the dict stays small and lookups stay two binary searches.
@@ -56,6 +66,17 @@ def _live_pairs(
     """(key, slot) pairs of live slots only, the slots renumbered after a compaction."""
     keep = alive[slots]
     return keys[keep], renumber[slots[keep]].astype(np.int32)
+
+
+def signature(hashvalues: np.ndarray) -> np.ndarray:
+    """The b bits of each MinHash value that the index keeps."""
+    return (hashvalues & _SIG_MASK).astype(np.uint8)
+
+
+def jaccard_estimates(signatures: np.ndarray, hashvalues: np.ndarray) -> np.ndarray:
+    """The Jaccard similarity of a message (its MinHash values) to each stored b-bit signature (rows)."""
+    agree = (signatures == signature(hashvalues)).mean(axis=1)
+    return np.maximum(0.0, (agree - _SIG_CHANCE) / (1.0 - _SIG_CHANCE))
 
 
 def _id_key(message_id: str) -> int:
@@ -218,7 +239,7 @@ class MatterIndex:
         self._band_shift = 32 - band_bits
         self._window = policy.window_days * 86400.0
         # One slot per indexed message.
-        self._sig = _Column(np.uint16, policy.num_perm)
+        self._sig = _Column(np.uint8, policy.num_perm)
         self._at = _Column(np.float64)
         self._alive = _Column(np.bool_)
         self._slot_incident: list[_Incident | None] = []
@@ -363,8 +384,7 @@ class MatterIndex:
         slots = [s for s in self._near(self._band_keys_of(f)) if alive[s] and abs(t - times[s]) <= window]
         if not slots:
             return []
-        sig = (f.hashvalues >> np.uint32(16)).astype(np.uint16)
-        jac = (self._sig.data[slots] == sig).mean(axis=1)  # every candidate at once
+        jac = jaccard_estimates(self._sig.data[slots], f.hashvalues)  # every candidate at once
         threshold = self.policy.near_duplicate_jaccard
         return [(s, j) for s, j in zip(slots, jac.tolist(), strict=True) if j >= threshold]
 
@@ -447,7 +467,7 @@ class MatterIndex:
             self.docs += 1
             ids, weights = self._arrays(self._vector(f.tf))
             state = self._incident(incident_id)
-            slot = self._sig.append((f.hashvalues >> np.uint32(16)).astype(np.uint16))
+            slot = self._sig.append(signature(f.hashvalues))
             self._at.append(_ts(at))
             self._alive.append(True)
             self._slot_incident.append(state)

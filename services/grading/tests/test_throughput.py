@@ -10,7 +10,7 @@ from datasketch import MinHash
 from fastapi.testclient import TestClient
 
 from services.grading.bundle import load_bundle
-from services.grading.clustering import MatterIndex
+from services.grading.clustering import MatterIndex, jaccard_estimates, signature
 from services.grading.main import create_app
 from services.grading.tests.helpers import BUNDLE, DATA, deliver, received, staff
 from services.grading.text import shingles
@@ -243,6 +243,49 @@ def test_signatures_and_words_are_the_ones_stored_before():
 
     same = sum(words(t, stop) == jieba_words(t, stop) for t in texts)
     assert same >= 0.97 * len(texts)
+
+
+def _real_texts(n: int) -> list[str]:
+    texts = [f"{t}{c}" for t, c in [WATER, *OTHER]]
+    path = DATA / "messages_with_votes.jsonl"
+    if path.exists():
+        with path.open(encoding="utf-8") as f:
+            rows = (json.loads(line) for line in f)
+            texts += [f"{r['title']}{(r['body'] or '')[:400]}" for r in rows if len(r["title"]) >= 8][:n]
+    return texts
+
+
+@pytest.mark.once
+def test_one_byte_of_each_minhash_value_estimates_the_similarity_the_full_values_give():
+    """The index keeps 8 bits of each MinHash value (b-bit minwise hashing): its estimate follows the
+    full 32-bit values' across the range of similarity, and reads unrelated messages as unrelated."""
+    policy = load_bundle(BUNDLE).policy.clustering
+    index = MatterIndex(policy)
+    rng = np.random.default_rng(7)
+    texts = _real_texts(300)
+    hv = [index.minhash(t) for t in texts]
+    sigs = np.stack([signature(h) for h in hv])
+    assert sigs.dtype == np.uint8 and sigs.shape == (len(texts), policy.num_perm)
+    related_gap, unrelated = [], []
+    for i, text in enumerate(texts):
+        chars = list(text)
+        for _ in range(int(rng.integers(0, max(1, len(chars) // 3)))):  # 0 … a third of it rewritten
+            chars[int(rng.integers(len(chars)))] = "改"
+        edited = index.minhash("".join(chars))
+        full = float((hv[i] == edited).mean())
+        related_gap.append(jaccard_estimates(sigs[i : i + 1], edited)[0] - full)
+        others = [j for j in range(len(texts)) if j != i and not (hv[j] == hv[i]).any()]  # share nothing
+        unrelated.extend(jaccard_estimates(sigs[others], hv[i]).tolist())
+    gap = np.abs(related_gap)
+    assert gap.mean() < 0.02 and gap.max() <= 0.1, (gap.mean(), gap.max())
+    assert abs(np.mean(related_gap)) < 0.01  # the chance agreements are taken back out, not kept
+    assert len(unrelated) > 1000 and np.mean(unrelated) < 0.005 and np.max(unrelated) < 0.15
+    # Identical texts read as identical; through the index, an edited repost joins as a near-duplicate.
+    assert jaccard_estimates(sigs[:1], hv[0])[0] == 1.0
+    t0 = datetime(2026, 5, 1, 8, tzinfo=UTC)
+    index.add("m0", "i0", index.features(*WATER), t0)
+    hit = index.lookup(index.features(WATER[0], WATER[1].replace("严重", "很重")), t0)[0]
+    assert hit.kind == "near_duplicate" and hit.message_id == "m0" and 0.6 <= hit.similarity < 1.0
 
 
 @pytest.mark.once
