@@ -37,8 +37,12 @@ def start_platform(*, postgres: bool = True, extra_env: dict[str, str] | None = 
         log_dir=var / "logs",
         extra_env={"MINSHENG_LOG_LEVEL": "WARNING", **(extra_env or {})},
     )
-    p.prepare()
-    p.start_all()
+    try:
+        p.prepare()
+        p.start_all()
+    except BaseException:  # a service that never became ready: leave no process or database behind
+        stop_platform(p)
+        raise
     return p
 
 
