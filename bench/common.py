@@ -37,19 +37,34 @@ def start_platform(*, postgres: bool = True, extra_env: dict[str, str] | None = 
         log_dir=var / "logs",
         extra_env={"MINSHENG_LOG_LEVEL": "WARNING", **(extra_env or {})},
     )
-    try:
+
+    def start() -> None:
         p.prepare()
         p.start_all()
-    except BaseException:  # a service that never became ready: leave no process or database behind
+
+    return launch(p, start)
+
+
+def launch(p: Platform, start: Callable[[], None]) -> Platform:
+    """Run `start`; a platform that never becomes ready is stopped and its databases dropped, so a
+    failed start leaves no process, database or temporary directory behind."""
+    try:
+        start()
+    except BaseException:
         stop_platform(p)
         raise
     return p
 
 
 def stop_platform(p: Platform) -> None:
-    """Stop the processes and drop the databases."""
+    """Stop the processes, drop the databases and remove the temporary directory (its logs are kept
+    when MINSHENG_BENCH_KEEP_VAR=1, for a look at what the services said)."""
     p.stop_all()
     p.drop_databases()
+    if os.environ.get("MINSHENG_BENCH_KEEP_VAR") == "1":
+        print(f"platform files kept in {p.var_dir}")
+    else:
+        shutil.rmtree(p.var_dir, ignore_errors=True)
 
 
 @dataclass

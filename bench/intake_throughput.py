@@ -32,7 +32,7 @@ import asyncpg
 import httpx
 import psutil
 
-from bench.common import DATA, PG_URL, client, closed_loop, cpu_seconds, open_loop
+from bench.common import DATA, PG_URL, client, closed_loop, cpu_seconds, launch, open_loop, stop_platform
 from deploy.launcher import REPO, Platform, migrations_dir
 from kit.migrate import upgrade
 from services.intake.api.schemas import MessageIn
@@ -253,6 +253,10 @@ def start(prefix: str, grading: str) -> Platform:
             "GATEWAY_SERVICES": '["intake"]',
         },
     )
+    return launch(p, lambda: _start_intake_side(p, grading))
+
+
+def _start_intake_side(p: Platform, grading: str) -> None:
     p.prepare(("intake", "gateway"))
     if grading == "fake":
         cmd = [
@@ -267,7 +271,6 @@ def start(prefix: str, grading: str) -> Platform:
         p.procs["grading"] = subprocess.Popen(cmd, cwd=REPO, env=p.env())
         p.wait_ready(("grading",))
     p.start_all(("intake", "gateway"))
-    return p
 
 
 class CpuMeter:
@@ -387,8 +390,7 @@ def main() -> None:
             through_gateway(platform.url("gateway"), platform.url("intake"), rows, args, CpuMeter(platform))
         )
     finally:
-        platform.stop_all()
-        platform.drop_databases()
+        stop_platform(platform)
 
     single, steady = figures["single"], figures["steady"]
     batch_rate, batch_errors, per_batch = figures["batch"]
