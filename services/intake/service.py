@@ -629,7 +629,7 @@ async def apply_status_change(
 
     A newly published reply is queued for the channel client's callback URL in the same transaction.
     """
-    q = select(Message).where(Message.id.in_(data.message_ids))
+    q = select(Message).where(Message.id.in_(padded(data.message_ids)))
     changed = 0
     for message in (await session.exec(q)).all():
         if data.sequence <= message.status_sequence:

@@ -3,6 +3,7 @@
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 
 import numpy as np
 import pytest
@@ -219,19 +220,26 @@ def test_message_ids_are_found_again_whatever_their_form_through_merges_and_comp
     assert hit.similarity == 1.0 and hit.message_id == ids[4002] == "m4002"
 
 
+def _real_texts(n: int) -> list[str]:
+    """The fixed texts, plus the first n real messages with a title of 8 characters or more (when the
+    data is there)."""
+    texts = [f"{t}{c}" for t, c in [WATER, *OTHER]]
+    path = DATA / "messages_with_votes.jsonl"
+    if path.exists():
+        with path.open(encoding="utf-8") as f:
+            rows = (json.loads(line) for line in f)
+            real = (f"{r['title']}{(r['body'] or '')[:400]}" for r in rows if len(r["title"]) >= 8)
+            texts += list(islice(real, n))
+    return texts
+
+
 @pytest.mark.once
 def test_signatures_and_words_are_the_ones_stored_before():
     """The index reads signatures other replicas (and earlier versions) stored: the direct MinHash
     equals datasketch's, and the fast segmentation gives jieba's words on real messages."""
     policy = load_bundle(BUNDLE).policy.clustering
     index = MatterIndex(policy)
-    texts = [f"{t}{c}" for t, c in [WATER, *OTHER]]
-    path = DATA / "messages_with_votes.jsonl"
-    if path.exists():
-        with path.open(encoding="utf-8") as f:
-            texts += [
-                (lambda r: f"{r['title']}{(r['body'] or '')[:400]}")(json.loads(next(f))) for _ in range(200)
-            ]
+    texts = _real_texts(200)
     for text in [*texts, "", "好"]:
         m = MinHash(num_perm=policy.num_perm, permutations=index._perm, scheme="affine32")
         sh = shingles(text, policy.shingle_size)
@@ -243,16 +251,6 @@ def test_signatures_and_words_are_the_ones_stored_before():
 
     same = sum(words(t, stop) == jieba_words(t, stop) for t in texts)
     assert same >= 0.97 * len(texts)
-
-
-def _real_texts(n: int) -> list[str]:
-    texts = [f"{t}{c}" for t, c in [WATER, *OTHER]]
-    path = DATA / "messages_with_votes.jsonl"
-    if path.exists():
-        with path.open(encoding="utf-8") as f:
-            rows = (json.loads(line) for line in f)
-            texts += [f"{r['title']}{(r['body'] or '')[:400]}" for r in rows if len(r["title"]) >= 8][:n]
-    return texts
 
 
 @pytest.mark.once
