@@ -25,6 +25,37 @@ def _t2s() -> opencc.OpenCC:
     return opencc.OpenCC("t2s")
 
 
+@lru_cache(maxsize=1)
+def _unstable() -> re.Pattern:
+    """Runs of characters NFKC may change or combine: in the BMP those with a decomposition, not
+    NFKC quick-check Yes, or combining; every astral character (few, and rare in messages)."""
+    code_points = [
+        cp
+        for cp in range(0x10000)
+        if not 0xD800 <= cp <= 0xDFFF
+        and (
+            unicodedata.normalize("NFKD", chr(cp)) != chr(cp)
+            or not unicodedata.is_normalized("NFKC", chr(cp))
+            or unicodedata.combining(chr(cp))
+        )
+    ]
+    spans, start = [], code_points[0]
+    for prev, cp in zip(code_points, [*code_points[1:], -1], strict=True):
+        if cp != prev + 1:
+            spans.append(re.escape(chr(start)) + ("" if prev == start else "-" + re.escape(chr(prev))))
+            start = cp
+    return re.compile("[" + "".join(spans) + "\U00010000-\U0010ffff]+")
+
+
+def nfkc(text: str) -> str:
+    """`unicodedata.normalize("NFKC", text)`, 3–4 times faster on Chinese text: the full-width
+    punctuation every message has makes CPython normalise the whole string the slow way; decomposing
+    only the runs that can change leaves a string its quick check passes. Exact, because NFKC is the
+    composition of the full compatibility decomposition, which those runs already are."""
+    decomposed = _unstable().sub(lambda m: unicodedata.normalize("NFKD", m.group()), text)
+    return unicodedata.normalize("NFKC", decomposed)
+
+
 def normalize_text(text: str) -> str:
     """NFKC, pinyin glosses out, Traditional → Simplified, HTML and control characters out, spaces folded."""
     if not text:
@@ -34,7 +65,7 @@ def normalize_text(text: str) -> str:
         s = _TAG.sub(" ", s)
     if "&" in s:
         s = html.unescape(s)
-    s = unicodedata.normalize("NFKC", s)
+    s = nfkc(s)
     if "(" in s:
         s = _PINYIN_GLOSS.sub("", s)
     s = _t2s().convert(s)

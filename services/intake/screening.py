@@ -28,6 +28,17 @@ def meaningful_count(text: str) -> int:
     return len(_NOT_MEANINGFUL.sub("", text))
 
 
+def _few_distinct(text: str, limit: int) -> bool:
+    """Whether the text's CJK characters, letters and digits are at most `limit` distinct ones (read
+    64 characters at a time: a genuine text is told apart by its first ones)."""
+    seen: set[str] = set()
+    for start in range(0, len(text), 64):
+        seen.update(_NOT_MEANINGFUL.sub("", text[start : start + 64]))
+        if len(seen) > limit:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class _Term:
     category: str
@@ -93,7 +104,9 @@ class Screener:
 
     def classify_line(self, line: str) -> tuple[str | None, float]:
         """The spam category of one line (None for a genuine line) and its score."""
-        meaningful = meaningful_count(line)
+        return self._classify(line, meaningful_count(line))
+
+    def _classify(self, line: str, meaningful: int) -> tuple[str | None, float]:
         if meaningful == 0:
             return None, 0.0
         scores = self._scores(line)
@@ -136,10 +149,13 @@ class Screener:
             return Verdict(screened=False, reason=None, text=text)
         removed: list[dict[str, Any]] = []
         kept: list[str] = []
+        meaningful = 0  # in the kept lines
         for i, line in enumerate(text.split("\n")):
-            category, score = self.classify_line(line)
+            count = meaningful_count(line)
+            category, score = self._classify(line, count)
             if category is None:
                 kept.append(line)
+                meaningful += count
             else:
                 removed.append({"line": i, "category": category, "score": round(score, 2)})
         title_spam = False
@@ -149,13 +165,11 @@ class Screener:
                 title_spam = True
                 removed.append({"line": "title", "category": category, "score": round(score, 2)})
         cleaned = "\n".join(kept)
-        meaningful = _NOT_MEANINGFUL.sub("", cleaned)
         reason = None
-        if len(meaningful) < rules.min_meaningful_chars:
+        if meaningful < rules.min_meaningful_chars:
             reason = Counter(r["category"] for r in removed).most_common(1)[0][0] if removed else "empty"
-        elif (
-            len(meaningful) >= rules.repetition.min_chars
-            and len(set(meaningful)) <= rules.repetition.max_distinct_chars
+        elif meaningful >= rules.repetition.min_chars and _few_distinct(
+            cleaned, rules.repetition.max_distinct_chars
         ):
             reason = "meaningless"
         return Verdict(

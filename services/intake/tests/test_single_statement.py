@@ -1,7 +1,10 @@
 """One message, one statement: on PostgreSQL a single POST stores the message, its first timeline step and
-its outbox event in one INSERT … RETURNING statement outside a transaction. These tests hold it to what
-the transaction gave before: all three rows or none, a retried tracking code, one round trip."""
+its outbox event in one INSERT … RETURNING statement outside a transaction, and a batch stores each chunk
+of messages with theirs in one statement from column arrays. These tests hold them to what the
+transaction gave before: all three rows or none, a retried tracking code, one round trip, the same
+values stored."""
 
+import json
 import threading
 import uuid
 
@@ -12,7 +15,8 @@ from sqlalchemy import event
 
 from kit.outbox import Outbox
 from services.intake import service
-from tests.support import API_KEY
+from services.intake.models import Message
+from tests.support import API_KEY, message
 
 
 def _item(tag: str) -> dict:
@@ -140,3 +144,60 @@ def test_on_postgresql_a_message_is_one_statement_and_no_transaction(stack, monk
     assert mine[start + 1 : end] == [calls[at][1]], mine[start:end]
     assert calls[at][1].startswith("WITH m AS (INSERT INTO message ")
     assert _rows(stack, body["external_id"]) == (1, 1, 1)
+
+
+# Columns that differ between two stores of the same message by nature (ids, times, random nonces).
+_OWN = {"id", "tracking_code", "external_id", "received_at", "updated_at", "reporter_encrypted"}
+_CHANNELS = ["hotline", "portal", "weibo", "wechat", "douyin", "forum", "news", "superior", "grid", "other"]
+
+
+def _stored(stack, message_id: str) -> tuple[dict, list, list]:
+    """A message's columns as text (SQL NULL as None, so JSON null stays 'null'), its timeline steps and
+    its queued events, without what is its own by nature."""
+    columns = [c.name for c in Message.__table__.columns if c.name not in _OWN]
+    casts = ", ".join(f"CAST({c} AS TEXT)" for c in columns)
+    row = stack.sql(f"SELECT {casts}, reporter_encrypted IS NULL FROM message WHERE id = :m", m=message_id)[0]
+    values = dict(zip([*columns, "no_reporter"], row, strict=True))
+    steps = stack.sql(
+        "SELECT status, text, public, actor FROM message_event WHERE message_id = :m", m=message_id
+    )
+    events = []
+    # (Not the delivery columns: the relay may have sent one of the two already.)
+    for event_type, destination, payload in stack.sql(
+        "SELECT event_type, destination, CAST(payload AS TEXT) FROM outbox"
+    ):
+        body = json.loads(payload)
+        if body["data"]["message_id"] != message_id:
+            continue
+        for key in ("message_id", "tracking_code", "external_id", "received_at"):
+            body["data"].pop(key)
+        for key in ("id", "occurred_at", "trace"):
+            body.pop(key)
+        events.append((event_type, destination, body))
+    return values, [tuple(s) for s in steps], events
+
+
+def test_a_batch_stores_each_message_as_a_single_post_stores_it(stack):
+    """On PostgreSQL a batch goes in from column arrays and a single POST through SQLAlchemy's typed
+    parameters: every column of the message, its timeline step and its queued event come out the same."""
+    bodies = [
+        message(
+            channel=channel,
+            occurred_at="2026-11-20T09:30:00+08:00",
+            location={"text": "A5区洞井街道", "district_code": "A5", "lat": 28.1, "lng": 113.0},
+            category_hint="城乡建设",
+            attachments=[{"url": "https://example.org/photo.jpg", "name": "现场照片"}],
+            reporter={"name": "张三", "phone": "13800138000", "wants_reply": True},
+        )
+        for channel in _CHANNELS
+    ]
+    bodies += [message(title=None, content="ＡＢＣ　小區門口的<b>路燈</b>壞了兩個星期")]  # bare, cleaned
+    single = [stack.post({**b, "external_id": f"{b['external_id']}-single"}) for b in bodies]
+    assert all(r.status_code == 201 for r in single), [r.text for r in single]
+    items = [{**b, "external_id": f"{b['external_id']}-batch"} for b in bodies]
+    batch = stack.http.post("/api/v1/messages/batch", json={"items": items}, headers=API_KEY)
+    assert batch.status_code == 200 and batch.json()["created"] == len(bodies), batch.text
+    for one, item in zip(single, batch.json()["results"], strict=True):
+        a, b = _stored(stack, one.json()["id"]), _stored(stack, item["id"])
+        assert a == b
+        assert len(a[1]) == 1 and len(a[2]) == 1  # a step and an event each, compared above

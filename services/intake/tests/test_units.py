@@ -1,11 +1,13 @@
 """Dense logic on its own: identity checks and masks, tracking codes, cleaning, screening, Open311 XML."""
 
+import random
 import re
+import unicodedata
 
 import pytest
 
 from services.intake import callbacks
-from services.intake.cleaning import normalize_text
+from services.intake.cleaning import nfkc, normalize_text
 from services.intake.config import IntakeConfigError, IntakeSettings, load_config
 from services.intake.open311 import Catalogue, to_xml
 from services.intake.pii import (
@@ -92,6 +94,18 @@ def test_cleaning_keeps_meaning_and_drops_noise():
     assert normalize_text("<p>您現(xiàn)在&nbsp;所在\u200b的位置</p>") == "您现在 所在的位置"
     assert normalize_text("市民(主张)反映") == "市民(主张)反映"  # real brackets stay
     assert normalize_text("ＡＢＣ１２３\r\n\r\n  第二行\t\t") == "ABC123\n第二行"
+
+
+def test_the_fast_nfkc_gives_what_unicodedata_gives():
+    texts = [t for row in real_messages("messages_with_replies.jsonl") for t in (row["title"], row["body"])]
+    # Full-width forms, combining marks, conjoining jamo, compatibility ideographs, astral characters.
+    alphabet = [chr(c) for c in (*range(0xFF00, 0xFFF0), *range(0x300, 0x370), *range(0x1100, 0x1200))]
+    alphabet += [*list("ｶﾞ가각éè中文，。ab 1"), "豈", "𝐀", "丽", "①", "\u3000"]
+    rnd = random.Random(7)
+    texts += ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 12))) for _ in range(20_000)]
+    differing = sum(nfkc(t) != t for t in texts)
+    assert differing > 1000  # the case that matters: text NFKC changes
+    assert [nfkc(t) for t in texts] == [unicodedata.normalize("NFKC", t) for t in texts]
 
 
 def test_the_seed_page_loses_only_its_spam_line():
