@@ -1,5 +1,7 @@
 """The one shared outbound HTTP client of a process: pooled, with explicit timeouts, carrying context."""
 
+import time
+
 import httpcore
 import httpx
 from httpcore._utils import is_socket_readable
@@ -67,12 +69,26 @@ class _Backend(httpcore.AnyIOBackend):
         return _Stream(await super().connect_tcp(*args, **kwargs))
 
 
+def _past_keepalive(connection) -> bool:
+    """`has_expired()` without its socket check: the keep-alive time is over (or the connect failed)."""
+    inner = connection._connection
+    if inner is None:
+        return connection.has_expired()
+    expire_at = getattr(inner, "_expire_at", None)
+    return expire_at is not None and time.monotonic() > expire_at
+
+
 class _Pool(httpcore.AsyncConnectionPool):
-    """httpcore's pool, its bookkeeping linear in the connections instead of quadratic.
+    """httpcore's pool, its bookkeeping linear in the connections instead of quadratic, and one socket
+    check per request instead of one per idle connection.
 
     httpcore 1.0 recounts the whole pool once per idle connection, every time a request comes or
     goes (`len([c.is_idle() for c in connections])`, which is the pool's size); with a few dozen
-    connections to intake that was a sixth of the gateway's CPU. Same decisions, same order.
+    connections to intake that was a sixth of the gateway's CPU. It also asks every idle connection's
+    socket whether the server closed it (a poll system call each), twice per request: 14 % of the
+    gateway's CPU with 32 clients. Here a connection's socket is asked when the connection is about to
+    carry a request, which is when it matters; an idle one the server closed meanwhile goes when it
+    is picked or its keep-alive time ends. Otherwise the same decisions, in the same order.
     """
 
     def _assign_requests_to_connections(self) -> list:
@@ -80,7 +96,7 @@ class _Pool(httpcore.AsyncConnectionPool):
         for connection in list(self._connections):
             if connection.is_closed():
                 self._connections.remove(connection)
-            elif connection.has_expired() or (
+            elif _past_keepalive(connection) or (
                 connection.is_idle() and len(self._connections) > self._max_keepalive_connections
             ):
                 self._connections.remove(connection)
@@ -93,9 +109,7 @@ class _Pool(httpcore.AsyncConnectionPool):
             origin = pool_request.request.url.origin
             if origin in blocked:
                 continue
-            available = next(
-                (c for c in self._connections if c.can_handle_request(origin) and c.is_available()), None
-            )
+            available = self._pick(origin, closing)
             if available is not None:
                 pool_request.assign_to_connection(available)
             elif len(self._connections) < self._max_connections:
@@ -116,6 +130,17 @@ class _Pool(httpcore.AsyncConnectionPool):
                     # from costing queue × pool on every request that comes or goes.
                     blocked.append(origin)
         return closing
+
+    def _pick(self, origin, closing: list):
+        """The first connection that can take a request for `origin` now and that the server has not
+        closed; the closed ones met on the way are dropped."""
+        for connection in list(self._connections):
+            if connection.can_handle_request(origin) and connection.is_available():
+                if not connection.has_expired():
+                    return connection
+                self._connections.remove(connection)
+                closing.append(connection)
+        return None
 
 
 class PoolTransport(httpx.AsyncHTTPTransport):

@@ -437,6 +437,60 @@ def test_the_pool_serves_a_long_queue():
     assert sorted(order) == list(range(300))
 
 
+def test_the_pool_asks_one_socket_per_request_and_never_sends_on_one_the_server_closed():
+    # The pool checks whether the server closed a connection when it picks that connection for a
+    # request, not every idle connection's socket on every request: with 20 connections idle a request
+    # costs a couple of socket checks, and after the server closed all of them a request still goes
+    # out on a fresh connection instead of failing on a dead one.
+    from kit import http as kit_http
+
+    checks = 0
+    readable = kit_http._Stream.get_extra_info
+
+    def counted(self, info):
+        nonlocal checks
+        checks += info == "is_readable"
+        return readable(self, info)
+
+    async def go():
+        writers: list[asyncio.StreamWriter] = []
+
+        async def serve(reader, writer):
+            writers.append(writer)
+            while True:
+                try:
+                    await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionResetError):
+                    break
+                await asyncio.sleep(0.01)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        limits = httpx.Limits(max_connections=20, max_keepalive_connections=20, keepalive_expiry=60)
+        transport = kit_http.PoolTransport(limits=limits)
+        async with httpx.AsyncClient(transport=transport, trust_env=False) as http:
+            assert {r.status_code for r in await asyncio.gather(*(http.get(url) for _ in range(20)))} == {200}
+            assert len(writers) == 20  # twenty connections, idle now
+            before = checks
+            for _ in range(10):
+                assert (await http.get(url)).status_code == 200
+            per_request = (checks - before) / 10
+            for writer in writers:  # the server ends every connection it has
+                writer.close()
+            await asyncio.sleep(0.1)
+            after_close = await http.get(url)
+        server.close()
+        return per_request, after_close.status_code, len(writers)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kit_http._Stream, "get_extra_info", counted)
+        per_request, status, connections = asyncio.run(go())
+    assert per_request <= 2, per_request  # httpcore alone: two per idle connection, 40 here
+    assert status == 200 and connections == 21  # a new connection carried it
+
+
 def test_revisions_are_read_as_alembic_reads_them_without_importing_it(databases, tmp_path):
     # Serving processes compare the database's revision with the code's for readiness, without
     # Alembic in memory: the head read from the scripts must be Alembic's, for every service.
