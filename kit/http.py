@@ -69,13 +69,13 @@ class _Backend(httpcore.AnyIOBackend):
         return _Stream(await super().connect_tcp(*args, **kwargs))
 
 
-def _past_keepalive(connection) -> bool:
+def _past_keepalive(connection, now: float) -> bool:
     """`has_expired()` without its socket check: the keep-alive time is over (or the connect failed)."""
     inner = connection._connection
     if inner is None:
         return connection.has_expired()
     expire_at = getattr(inner, "_expire_at", None)
-    return expire_at is not None and time.monotonic() > expire_at
+    return expire_at is not None and now > expire_at
 
 
 class _Pool(httpcore.AsyncConnectionPool):
@@ -92,11 +92,11 @@ class _Pool(httpcore.AsyncConnectionPool):
     """
 
     def _assign_requests_to_connections(self) -> list:
-        closing = []
+        closing, now = [], time.monotonic()
         for connection in list(self._connections):
             if connection.is_closed():
                 self._connections.remove(connection)
-            elif _past_keepalive(connection) or (
+            elif _past_keepalive(connection, now) or (
                 connection.is_idle() and len(self._connections) > self._max_keepalive_connections
             ):
                 self._connections.remove(connection)
