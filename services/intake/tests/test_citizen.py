@@ -199,6 +199,14 @@ def test_a_delivery_of_status_changes_is_applied_in_order_with_stale_and_unknown
             incident_id="inc-run",
         ),  # older than what two has: ignored
         status_event(
+            [two],
+            sequence=5,
+            citizen_status="assigned",
+            incident_status="assigned",
+            incident_id="inc-run",
+            public_note="已联系市民，约定上门时间",
+        ),  # the same status with a note for the public: a step of its own
+        status_event(
             [one],
             sequence=4,
             citizen_status="replied",
@@ -210,14 +218,14 @@ def test_a_delivery_of_status_changes_is_applied_in_order_with_stale_and_unknown
     ]
     resp = signed("POST", f"{stack.intake.url}/internal/events", body={"events": events})
     assert resp.status_code == 200, resp.text
-    assert [r["status"] for r in resp.json()["results"]] == ["applied"] * 4
+    assert [r["status"] for r in resp.json()["results"]] == ["applied"] * 5
     rows = dict(
         (m, (s, q))
         for m, s, q in stack.sql(
             "SELECT id, citizen_status, status_sequence FROM message WHERE id IN (:a, :b)", a=one, b=two
         )
     )
-    assert rows == {one: ("replied", 4), two: ("assigned", 2)}
+    assert rows == {one: ("replied", 4), two: ("assigned", 5)}
     steps = {
         m: [
             t
@@ -226,9 +234,9 @@ def test_a_delivery_of_status_changes_is_applied_in_order_with_stale_and_unknown
         for m in (one, two)
     }
     assert steps[one] == ["已受理", f"已交办：{UNIT['name']}", "正在现场处置", "已答复"]
-    assert steps[two] == ["已受理", f"已交办：{UNIT['name']}"]
+    assert steps[two] == ["已受理", f"已交办：{UNIT['name']}", "已联系市民，约定上门时间"]
     wait_until(lambda: stack.portal.received(one), what="the reply's callback")
     assert len(stack.portal.received(one)) == 1 and stack.portal.received(two) == []
     again = signed("POST", f"{stack.intake.url}/internal/events", body={"events": events})
-    assert [r["status"] for r in again.json()["results"]] == ["duplicate"] * 4
+    assert [r["status"] for r in again.json()["results"]] == ["duplicate"] * 5
     assert len(stack.sql("SELECT id FROM message_event WHERE message_id = :m", m=one)) == 4
