@@ -10,6 +10,7 @@ mkdir -p bench/results
 declare -A CMD=(
   [platform]="bench.platform_throughput --seconds 20"
   [intake]="bench.intake_throughput"
+  [intake_status]="bench.intake_status_changes"
   [grading_engine]="bench.grading_engine"
   [grading_latency]="bench.grading_latency"
   [db_sessions]="bench.db_sessions"
@@ -21,7 +22,7 @@ declare -A CMD=(
   [archive_scale]="bench.archive_scale"
   [soak]="bench.soak --seconds 300"
 )
-ORDER=(platform intake grading_engine grading_latency grading_memory db_sessions workflow_supervision workflow_stats notify archive_seal archive_scale soak)
+ORDER=(platform intake intake_status grading_engine grading_latency grading_memory db_sessions workflow_supervision workflow_stats notify archive_seal archive_scale soak)
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=("${ORDER[@]}")
 status=0
