@@ -54,29 +54,17 @@ async def measure(platform, rows: list[dict], messages: int, per_delivery: int) 
             if failed:
                 raise SystemExit(f"events not applied: {failed[:2]}")
 
+        # Assigned to a unit, then taken up with a note for the public: (sequence, statuses, extra data).
+        steps = (
+            (2, "assigned", "assigned", {"handling_unit": UNIT}),
+            (3, "in_progress", "signed", {"public_note": "已联系市民，正在现场处置"}),
+        )
         phases = [
             [
-                status_event(
-                    [i],
-                    sequence=2,
-                    citizen_status="assigned",
-                    incident_status="assigned",
-                    incident_id=i,
-                    handling_unit=UNIT,
-                )
+                status_event([i], sequence=n, citizen_status=c, incident_status=s, incident_id=i, **x)
                 for i in ids
-            ],
-            [
-                status_event(
-                    [i],
-                    sequence=3,
-                    citizen_status="in_progress",
-                    incident_status="signed",
-                    incident_id=i,
-                    public_note="已联系市民，正在现场处置",
-                )
-                for i in ids
-            ],
+            ]
+            for n, c, s, x in steps
         ]
         pid = platform.procs["intake"].pid
         cpu0, pg0, t0 = cpu_seconds(pid), postgres_cpu_seconds(), time.perf_counter()
