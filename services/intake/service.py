@@ -461,7 +461,7 @@ async def _insert_many_with_events(conn, outbox: Outbox, prepared: list[Prepared
         ([_timeline_row(p, now) for p in prepared], ("message_id", *_STEP_COLUMNS)),
         (boxed, ("message_id", *_OUTBOX_COLUMNS)),
     )
-    arrays = [[r[c] for r in rows] for rows, names in tables for c in names]
+    arrays = [[r[c] for r in table_rows] for table_rows, names in tables for c in names]
     params = tuple(
         [proc(v) for v in values] if proc else values for values, proc in zip(arrays, processors, strict=True)
     )
