@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import jwt
 import yaml
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -16,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.config import GatewaySettings
 from gateway.models import ApiClient, StaffUser
 from kit.errors import AppError
+from kit.jwt_hs256 import jwt
 from kit.security import hash_api_key
 from schema.dto import Principal
 from schema.enums import PrincipalKind, Role

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from typing import Annotated, Any
 
 import httpx
-import jwt
 from fastapi import Depends, Request
 
 from kit.errors import AppError
+from kit.jwt_hs256 import jwt
 from schema.dto import Principal
 from schema.enums import PrincipalKind, Role
 

@@ -56,6 +56,46 @@ def test_principal_token_round_trip_and_tampering():
         decode_principal(encode_principal(p, "k" * 32, ttl=-5), "k" * 32)
 
 
+_TOKENS_WITHOUT_CRYPTOGRAPHY = """
+import sys
+import {module}
+from kit.security import decode_principal, encode_principal
+from schema.dto import Principal
+p = Principal(kind="staff", sub="analyst", roles=["analyst"])
+assert decode_principal(encode_principal(p, "k" * 32), "k" * 32) == p
+print(sorted(m for m in sys.modules if m == "cryptography" or m.startswith("cryptography.")))
+import cryptography.fernet  # hidden only while pyjwt was imported
+print("cryptography.fernet" in sys.modules)
+"""
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("module", ["gateway.main", "services.grading.main", "services.notify.main"])
+def test_tokens_are_made_and_checked_without_loading_cryptography(module):
+    """pyjwt would load `cryptography` (≈ 11 MB resident) for key types Minsheng never uses: the
+    gateway and the services that need no encryption sign and check HS256 tokens without it, and can
+    still import it later."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = _TOKENS_WITHOUT_CRYPTOGRAPHY.format(module=module)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "True"]
+
+
+def test_a_token_signed_with_another_algorithm_is_refused():
+    from kit.jwt_hs256 import jwt
+
+    p = Principal(kind="staff", sub="analyst", roles=["analyst"])
+    claims = jwt.decode(encode_principal(p, "k" * 32), options={"verify_signature": False})
+    for alg, key in (("none", None), ("HS512", "k" * 64)):
+        forged = jwt.encode(claims, key, algorithm=alg)
+        with pytest.raises(AppError) as exc:
+            decode_principal(forged, "k" * 32)
+        assert exc.value.code == "invalid_principal"
+
+
 def test_production_refuses_demo_secrets():
     with pytest.raises(ValidationError, match="demo secrets"):
         IntakeSettings(mode="production", service_secret="real-secret-of-some-length-0123456789")
