@@ -3,8 +3,10 @@
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
 
+from kit.tables import DirectInit
 
-class GatewayTable(SQLModel, registry=registry()):
+
+class GatewayTable(DirectInit, SQLModel, registry=registry()):
     """Base of the gateway's tables."""
 
 

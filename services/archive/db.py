@@ -3,8 +3,10 @@
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
 
+from kit.tables import DirectInit
 
-class ArchiveTable(SQLModel, registry=registry()):
+
+class ArchiveTable(DirectInit, SQLModel, registry=registry()):
     """Base of archive's tables."""
 
 

@@ -3,8 +3,10 @@
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
 
+from kit.tables import DirectInit
 
-class GradingTable(SQLModel, registry=registry()):
+
+class GradingTable(DirectInit, SQLModel, registry=registry()):
     """Base of grading's tables."""
 
 

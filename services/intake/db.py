@@ -3,8 +3,10 @@
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
 
+from kit.tables import DirectInit
 
-class IntakeTable(SQLModel, registry=registry()):
+
+class IntakeTable(DirectInit, SQLModel, registry=registry()):
     """Base of intake's tables."""
 
 

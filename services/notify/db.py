@@ -3,8 +3,10 @@
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
 
+from kit.tables import DirectInit
 
-class NotifyTable(SQLModel, registry=registry()):
+
+class NotifyTable(DirectInit, SQLModel, registry=registry()):
     """Base of notify's tables."""
 
 
