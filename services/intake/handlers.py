@@ -8,9 +8,12 @@ from services.intake.models import InboxEvent
 consumer = EventConsumer(inbox_model=InboxEvent)
 
 
-@consumer.on_each("message.status_changed")
-async def on_status_changed(session, event: MessageStatusChanged, state) -> None:
-    """Keep the citizen view in step with the incident; queue the reply for the client's callback URL."""
-    await service.apply_status_change(
-        session=session, data=event.data, at=state.clock.now(), config=getattr(state, "config", None)
+@consumer.on_batch("message.status_changed")
+async def on_status_changed(session, events: list[MessageStatusChanged], state) -> None:
+    """Keep the citizen view in step with the incident; queue the reply for the client's callback URL.
+    A run of changes is applied together: one read of its messages, one write of their timeline."""
+    await service.apply_status_changes(
+        session=session,
+        changes=[(e.data, state.clock.now()) for e in events],
+        config=getattr(state, "config", None),
     )

@@ -701,23 +701,72 @@ async def feedback_given(*, session: AsyncSession, message: Message) -> bool:
 _STATUS_COLUMNS = (Message.id, Message.status_sequence, Message.citizen_status, Message.reply)
 
 
-async def apply_status_change(
-    *, session: AsyncSession, data: MessageStatusChangedData, at: datetime, config: IntakeConfig | None = None
+async def apply_status_changes(
+    *,
+    session: AsyncSession,
+    changes: list[tuple[MessageStatusChangedData, datetime]],
+    config: IntakeConfig | None = None,
 ) -> int:
-    """Update the citizen view of the incident's messages; stale (out-of-order) changes are ignored.
+    """Update the citizen view of incidents' messages, change by change in the order given (each at
+    its time); stale (out-of-order) changes are ignored. Returns how many message updates were made.
 
     A newly published reply is queued for the channel client's callback URL in the same transaction.
-    Core statements on the few columns involved: loading whole messages into the ORM to change five
-    columns was most of intake's CPU for a status change, which every graded message brings.
+    Core statements on the few columns involved (loading whole messages into the ORM to change five
+    columns was most of intake's CPU for a status change, which every graded message brings), and for
+    a run of changes one read of the messages and one insert of the public timeline steps: only the
+    update is made per change.
     """
-    q = select(*_STATUS_COLUMNS).where(Message.id.in_(padded(data.message_ids)))
-    before = {r.id: r for r in (await session.exec(q)).all() if data.sequence > r.status_sequence}
-    if not before:
+    ids = {i for data, _ in changes for i in data.message_ids}
+    if not ids:
         return 0
-    status = data.citizen_status.value
+    q = select(*_STATUS_COLUMNS).where(Message.id.in_(padded(ids)))
+    # message id → [status sequence, citizen status, reply], as the changes before leave it
+    current = {r.id: [r.status_sequence, r.citizen_status, r.reply] for r in (await session.exec(q)).all()}
+    conn = await session.connection()
+    steps: list[dict[str, Any]] = []
+    updated = 0
+    for data, at in changes:
+        before = [
+            i for i in dict.fromkeys(data.message_ids) if i in current and data.sequence > current[i][0]
+        ]
+        if not before:
+            continue
+        values, reply = _status_values(data, at)
+        # The sequence again in the WHERE: a change applied meanwhile by another transaction wins if newer.
+        stmt = (
+            update(Message)
+            .where(Message.id.in_(padded(before)), Message.status_sequence < data.sequence)
+            .values(values)
+            .returning(Message.id)
+        )
+        changed = [i for (i,) in (await conn.execute(stmt)).all()]
+        updated += len(changed)
+        status = values["citizen_status"]
+        text = (data.public_note or _status_note(data))[:500]
+        published = []
+        for i in changed:
+            row = current[i]
+            if row[1] != status or data.public_note:
+                steps.append({"message_id": i, "at": at, "status": status, "text": text, "public": True})
+            if reply is not None and (row[2] or {}).get("published_at") != reply.get("published_at"):
+                published.append(i)
+            row[0], row[1] = data.sequence, status
+            if reply is not None:
+                row[2] = reply
+        if config is not None:
+            for i in published:
+                message = await session.get(Message, i, populate_existing=True)
+                await callbacks.enqueue_reply(session=session, message=message, config=config, now=at)
+    if steps:
+        await conn.execute(insert(_EVENT), [{**s, "actor": None} for s in steps])
+    return updated
+
+
+def _status_values(data: MessageStatusChangedData, at: datetime) -> tuple[dict[str, Any], dict | None]:
+    """The message columns a status change sets, and its reply as stored (None when it brings none)."""
     values: dict[str, Any] = {
         "status_sequence": data.sequence,
-        "citizen_status": status,
+        "citizen_status": data.citizen_status.value,
         "incident_id": data.incident_id,
         "updated_at": at,
     }
@@ -735,28 +784,7 @@ async def apply_status_change(
             values["service_code"] = func.coalesce(
                 Message.service_code, service_code_for(c.level1, c.level2, c.level3)
             )
-    # The sequence again in the WHERE: a change applied meanwhile by another transaction wins if newer.
-    stmt = (
-        update(Message)
-        .where(Message.id.in_(padded(before)), Message.status_sequence < data.sequence)
-        .values(values)
-        .returning(Message.id)
-    )
-    conn = await session.connection()
-    changed = [i for (i,) in (await conn.execute(stmt)).all()]
-    steps = [
-        {"message_id": i, "at": at, "status": status, "text": (data.public_note or _status_note(data))[:500]}
-        for i in changed
-        if before[i].citizen_status != status or data.public_note
-    ]
-    if steps:
-        await conn.execute(insert(_EVENT), [{**s, "public": True, "actor": None} for s in steps])
-    if config is not None and reply is not None:
-        for i in changed:
-            if (before[i].reply or {}).get("published_at") != reply.get("published_at"):
-                message = await session.get(Message, i, populate_existing=True)
-                await callbacks.enqueue_reply(session=session, message=message, config=config, now=at)
-    return len(changed)
+    return values, reply
 
 
 def _status_note(data: MessageStatusChangedData) -> str:

@@ -207,6 +207,14 @@ def test_a_delivery_of_status_changes_is_applied_in_order_with_stale_and_unknown
             public_note="已联系市民，约定上门时间",
         ),  # the same status with a note for the public: a step of its own
         status_event(
+            [two],
+            sequence=6,
+            citizen_status="assigned",
+            incident_status="assigned",
+            handling_unit=UNIT,
+            incident_id="inc-run",
+        ),  # the same status again, nothing for the public: no step (it follows the changes before it)
+        status_event(
             [one],
             sequence=4,
             citizen_status="replied",
@@ -218,14 +226,14 @@ def test_a_delivery_of_status_changes_is_applied_in_order_with_stale_and_unknown
     ]
     resp = signed("POST", f"{stack.intake.url}/internal/events", body={"events": events})
     assert resp.status_code == 200, resp.text
-    assert [r["status"] for r in resp.json()["results"]] == ["applied"] * 5
+    assert [r["status"] for r in resp.json()["results"]] == ["applied"] * 6
     rows = dict(
         (m, (s, q))
         for m, s, q in stack.sql(
             "SELECT id, citizen_status, status_sequence FROM message WHERE id IN (:a, :b)", a=one, b=two
         )
     )
-    assert rows == {one: ("replied", 4), two: ("assigned", 5)}
+    assert rows == {one: ("replied", 4), two: ("assigned", 6)}
     steps = {
         m: [
             t
@@ -238,5 +246,5 @@ def test_a_delivery_of_status_changes_is_applied_in_order_with_stale_and_unknown
     wait_until(lambda: stack.portal.received(one), what="the reply's callback")
     assert len(stack.portal.received(one)) == 1 and stack.portal.received(two) == []
     again = signed("POST", f"{stack.intake.url}/internal/events", body={"events": events})
-    assert [r["status"] for r in again.json()["results"]] == ["duplicate"] * 5
+    assert [r["status"] for r in again.json()["results"]] == ["duplicate"] * 6
     assert len(stack.sql("SELECT id FROM message_event WHERE message_id = :m", m=one)) == 4
