@@ -174,6 +174,7 @@ def test_a_delivery_of_status_changes_is_applied_in_order_with_stale_and_unknown
     one, two = (stack.post(message()).json()["id"] for _ in range(2))
     published = datetime.now(UTC).isoformat()
     reply = {"text": "已修复。", "unit": UNIT, "finding": "true", "published_at": published}
+    still_assigned = {"citizen_status": "assigned", "incident_status": "assigned", "incident_id": "inc-run"}
     events = [
         status_event(
             [one, two],
@@ -198,22 +199,10 @@ def test_a_delivery_of_status_changes_is_applied_in_order_with_stale_and_unknown
             incident_status="received",
             incident_id="inc-run",
         ),  # older than what two has: ignored
-        status_event(
-            [two],
-            sequence=5,
-            citizen_status="assigned",
-            incident_status="assigned",
-            incident_id="inc-run",
-            public_note="已联系市民，约定上门时间",
-        ),  # the same status with a note for the public: a step of its own
-        status_event(
-            [two],
-            sequence=6,
-            citizen_status="assigned",
-            incident_status="assigned",
-            handling_unit=UNIT,
-            incident_id="inc-run",
-        ),  # the same status again, nothing for the public: no step (it follows the changes before it)
+        # the same status with a note for the public: a step of its own
+        status_event([two], sequence=5, **still_assigned, public_note="已联系市民，约定上门时间"),
+        # the same status again, nothing for the public: no step (it follows the changes before it)
+        status_event([two], sequence=6, **still_assigned, handling_unit=UNIT),
         status_event(
             [one],
             sequence=4,
