@@ -14,9 +14,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.orm import configure_mappers
-from sqlmodel import SQLModel
-
+from kit.tables import built_as_sqlmodel
 from services.grading.models import Assignment, Incident, IncidentEvent, OutboxEvent, WorkflowClock
 from services.notify.models import Alert, Delivery
 
@@ -138,14 +136,6 @@ def samples() -> list[tuple[type, dict]]:
     ]
 
 
-def sqlmodel_way(model: type, data: dict):
-    """SQLModel's construction: setattr for every field."""
-    row = model.__new__(model)
-    model._sa_class_manager._new_state_if_none(row)
-    SQLModel.__init__(row, **data)
-    return row
-
-
 def per_row_us(build, model: type, data: dict, n: int) -> float:
     t = time.process_time()
     for _ in range(n):
@@ -157,7 +147,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=5000, help="rows of each kind per round and way")
     args = parser.parse_args()
-    configure_mappers()  # as the first construction of a mapped class would
     rows = []
     for model, data in samples():
         fields = {k: v for k, v in data.items() if k in model.model_fields}
@@ -170,7 +159,7 @@ def main() -> None:
     for model, data in rows:
         pairs = []
         for _ in range(3):
-            s = per_row_us(sqlmodel_way, model, data, args.rows)
+            s = per_row_us(lambda m, d: built_as_sqlmodel(m, **d), model, data, args.rows)
             d = per_row_us(direct, model, data, args.rows)
             pairs.append((d, s))
         d, s = min(p[0] for p in pairs), min(p[1] for p in pairs)

@@ -52,7 +52,8 @@ class UTCDateTime(TypeDecorator):
 
 def new_list() -> list:
     """`default_factory` of list fields of table models. A Python function, not `list`: pydantic reads the
-    factory's signature at every construction of a table model, and a builtin's costs ≈ 50 µs to parse."""
+    factory's signature whenever it fills the default (model_validate, and rows `kit.tables` cannot
+    build directly), and a builtin's costs ≈ 50 µs to parse."""
     return []
 
 

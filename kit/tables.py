@@ -19,6 +19,8 @@ from enum import Enum
 from typing import Any
 
 from pydantic.fields import FieldInfo
+from sqlalchemy.orm import configure_mappers
+from sqlmodel import SQLModel
 from sqlmodel.main import finish_init
 
 # How a field is filled when the caller does not give it.
@@ -87,3 +89,14 @@ class DirectInit:
                 continue
             given.add(name)
         object.__setattr__(self, "__pydantic_fields_set__", given)
+
+
+def built_as_sqlmodel(model: type, **data: Any):
+    """A new row built SQLModel's way (setattr per field): the reference `DirectInit` is checked and
+    measured against."""
+    if not model.__mapper__.configured:
+        configure_mappers()  # as the first construction of a mapped class would
+    row = model.__new__(model)
+    model._sa_class_manager._new_state_if_none(row)
+    SQLModel.__init__(row, **data)
+    return row

@@ -580,9 +580,9 @@ def test_revisions_are_read_as_alembic_reads_them_without_importing_it(databases
 
 
 def test_table_models_default_their_containers_without_builtin_factories():
-    # pydantic reads a default factory's signature at every construction of a table model, and for a
-    # builtin (list, dict) that parses its text signature: ≈ 50 µs per field per row (an incident has a
-    # dozen such fields). kit.db.new_list / new_dict cost a tenth of that.
+    # pydantic reads a default factory's signature whenever it fills a default (model_validate, and a
+    # row kit.tables cannot build directly), and for a builtin (list, dict) that parses its text
+    # signature: ≈ 50 µs per field per row. kit.db.new_list / new_dict cost a tenth of that.
     tables = _table_models()
     slow = [
         f"{model.__name__}.{name}"
@@ -612,18 +612,6 @@ def _table_models() -> list:
     return tables
 
 
-def _built_by_sqlmodel(model, data: dict):
-    """A row built the way SQLModel builds one (setattr per field), for comparison."""
-    from sqlalchemy.orm import configure_mappers
-    from sqlmodel import SQLModel
-
-    configure_mappers()  # as the first construction of a mapped class would
-    row = model.__new__(model)
-    model._sa_class_manager._new_state_if_none(row)
-    SQLModel.__init__(row, **data)
-    return row
-
-
 def _fields_of(row) -> dict:
     return {k: v for k, v in row.__dict__.items() if k != "_sa_instance_state"}
 
@@ -632,14 +620,14 @@ def test_table_rows_are_built_as_sqlmodel_builds_them():
     """kit.tables.DirectInit fills a new row's dict at once: the same values, defaults and set of
     given fields as SQLModel's construction, for every table, with only the required fields given
     and with every field given; a mutable default is a fresh object for each row."""
-    from kit.tables import _PLANS
+    from kit.tables import _PLANS, built_as_sqlmodel
 
     checked = 0
     for model in _table_models():
         required = {n: f"{model.__name__}.{n}" for n, f in model.model_fields.items() if f.is_required()}
         every = {n: f"{model.__name__}.{n}" for n in model.model_fields}
         for data in (required, every):
-            row, reference = model(**data), _built_by_sqlmodel(model, dict(data))
+            row, reference = model(**data), built_as_sqlmodel(model, **data)
             assert _fields_of(row) == _fields_of(reference), model.__name__
             assert row.__pydantic_fields_set__ == reference.__pydantic_fields_set__, model.__name__
         assert _PLANS[model] is not None, f"{model.__name__} is built SQLModel's way"
