@@ -67,8 +67,8 @@ def main_run(seconds: float, rate: float, single: int, batched: int) -> None:
     models = REPO / "var" / "models"
     env = {}
     for key, name in (
-        ("GRADING_MODEL_PATH", "grading-category.joblib"),
-        ("GRADING_ROUTE_MODEL_PATH", "grading-routing.joblib"),
+        ("GRADING_MODEL_PATH", "grading-category.pkl"),
+        ("GRADING_ROUTE_MODEL_PATH", "grading-routing.pkl"),
     ):
         if (models / name).exists():
             env[key] = str(models / name)

@@ -147,7 +147,8 @@ class PoolTransport(httpx.AsyncHTTPTransport):
     """httpx's transport over an httpcore pool that keeps its bookkeeping cheap under load."""
 
     def __init__(self, *, limits: httpx.Limits, retries: int = 0):
-        super().__init__(limits=limits, retries=retries)
+        # Not httpx's __init__: it builds an SSL context (the CA bundle, 1.7 MB resident) for the pool
+        # this one replaces. httpcore makes one when a connection needs TLS, as it did with that pool.
         self._pool = _Pool(
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,

@@ -2,6 +2,7 @@
 
 import asyncio
 import concurrent.futures
+import contextlib
 import time
 import uuid
 from datetime import UTC, datetime
@@ -733,3 +734,148 @@ def test_a_pinned_mmap_threshold_gives_rebuilt_buffers_back():
     assert ratio < 1.2
     control, control_ratio = run(0)
     assert control == "False" and control_ratio > 1.3
+
+
+_LOADED_BY_A_SERVICE = """
+import sys
+import {module}
+import httpx
+if "{module}" in ("services.grading.main", "services.archive.main"):
+    from kit.segmenter import segmenter
+    assert segmenter().cut("南京市长江大桥的小区") == ["南京市", "长江大桥", "的", "小区"]
+if "{module}" == "services.grading.main":
+    from services.grading.clustering import MatterIndex
+    from services.grading.bundle import load_bundle
+    from services.grading.tests.helpers import BUNDLE
+    MatterIndex(load_bundle(BUNDLE).policy.clustering)
+assert callable(httpx.main)
+names = ("rich", "pygments", "rjieba", "rjieba.rjieba", "numpy.random", "joblib", "sklearn")
+print(sorted(n for n in names if n in sys.modules))
+"""
+
+
+@pytest.mark.once
+@pytest.mark.parametrize(
+    ("module", "loaded"),
+    [
+        ("gateway.main", []),
+        ("services.intake.main", []),
+        ("services.grading.main", ["rjieba.rjieba"]),
+        ("services.notify.main", []),
+        ("services.archive.main", ["rjieba.rjieba"]),
+    ],
+)
+def test_a_service_process_loads_no_library_it_does_not_use(module, loaded):
+    """Resident memory a service would carry for nothing: httpx's command-line client (rich, pygments:
+    3.4 MB), rjieba's default dictionary (`import rjieba`: 34 MB; grading and archive build their own
+    segmenter from the compiled module, 26 MB), numpy.random (2.8 MB; grading's MinHash permutations
+    are drawn without it), joblib and scikit-learn (models are plain pickles of arrays)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = _LOADED_BY_A_SERVICE.format(module=module)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    assert out.stdout.strip() == str(loaded)
+
+
+@pytest.mark.once
+def test_the_segmenter_cuts_every_real_text_as_rjiebas_default_dictionary(tmp_path):
+    """Same words in every mode the services use, over every text field of ../shared/data; a later
+    `import rjieba` reuses the compiled module."""
+    import json
+
+    from kit.segmenter import build_segmenter, dictionary_path, segmenter
+
+    seg = segmenter()
+    import rjieba
+
+    assert rjieba.Jieba is type(seg)
+    texts = []
+    for path in sorted((Path(__file__).resolve().parents[2] / "shared" / "data").glob("*.jsonl")):
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                texts += [row.get("title") or "", row.get("body") or "", row.get("reply") or ""]
+    texts = [t for t in texts if t]
+    assert len(texts) > 15_000
+    ours, theirs = seg.cut_for_search, rjieba.cut_for_search
+    differ = [t for t in texts if seg.cut(t) != rjieba.cut(t) or ours(t, False) != theirs(t, False)]
+    assert differ == []
+    # A segmenter holds the words of the file it is given: one word more, one cut different.
+    with_extra = dictionary_path().read_text(encoding="utf-8") + "物业乱收费 50000 n\n"
+    extra = tmp_path / "dict.txt"
+    extra.write_text(with_extra, encoding="utf-8")
+    assert build_segmenter(extra).cut("小区物业乱收费") == ["小区", "物业乱收费"]
+    assert seg.cut("小区物业乱收费") == ["小区", "物业", "乱收费"]
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no CA signed, and its key."""
+    from datetime import timedelta
+    from ipaddress import IPv4Address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    address = x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(address, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.once
+def test_the_pooled_client_still_checks_tls_certificates(tmp_path):
+    """The pooled transport no longer builds httpx's SSL context up front: an https call still checks
+    the server's certificate (the system's CA bundle refuses a self-signed one)."""
+    import ssl
+
+    from kit.http import make_http_client
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def answer(reader, writer):
+        with contextlib.suppress(Exception):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+        url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        try:
+            async with make_http_client() as client:
+                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                    await client.get(url)
+            # The same server answers a client that trusts its certificate: the refusal was the check.
+            async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(cert))) as trusting:
+                assert (await trusting.get(url)).text == "ok"
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())

@@ -22,7 +22,7 @@ from services.grading.text import TermMatcher
 
 log = logging.getLogger("minsheng.grading.classifier")
 
-MODEL_FORMAT = 2  # 2: compiled arrays (1 held the scikit-learn pipeline)
+MODEL_FORMAT = 3  # 3: pickled without joblib; 2: compiled arrays (joblib); 1: the scikit-learn pipeline
 
 
 @dataclass

@@ -28,9 +28,9 @@ class GradingSettings(ServiceSettings):
     supervision_lease_seconds: float = 60.0
 
     def resolved_model_path(self) -> Path:
-        """The model file: the setting, or var/models/grading-category.joblib."""
-        return self.model_path or self.var_dir / "models" / "grading-category.joblib"
+        """The model file: the setting, or var/models/grading-category.pkl."""
+        return self.model_path or self.var_dir / "models" / "grading-category.pkl"
 
     def resolved_route_model_path(self) -> Path:
-        """The routing model file: the setting, or var/models/grading-routing.joblib."""
-        return self.route_model_path or self.var_dir / "models" / "grading-routing.joblib"
+        """The routing model file: the setting, or var/models/grading-routing.pkl."""
+        return self.route_model_path or self.var_dir / "models" / "grading-routing.pkl"

@@ -8,6 +8,7 @@ pipeline's `predict_proba`.
 """
 
 import copy
+import pickle
 import re
 from collections import Counter
 from typing import Any
@@ -126,7 +127,6 @@ def _calibrated_heads(head) -> list[tuple]:
         idx = LabelEncoder().fit(head.classes_).transform(est.classes_)
         a = np.array([c.a_ for c in cc.calibrators])
         b = np.array([c.b_ for c in cc.calibrators])
-        # float32 coefficients: half the memory; probabilities move by ~1e-7.
         coef = np.asarray(est.coef_, dtype=np.float32)
         heads.append((coef, np.asarray(est.intercept_), a, b, np.asarray(idx)))
     return heads
@@ -169,7 +169,14 @@ class FastLinear:
 
     def _stack(self, heads: list[tuple]) -> None:
         """heads: [(coef (k×d), intercept (k), sigmoid a (k), sigmoid b (k), class index (k))]."""
-        self.weights = np.ascontiguousarray(np.concatenate([h[0] for h in heads]).T, dtype=np.float32)
+        # 8-bit coefficients with one scale per column (symmetric linear quantisation): an eighth of
+        # float64's memory (the routing model's 32,805 n-grams × 75 columns: 2.5 MB). Probabilities move
+        # by ~1e-3; the routing agreement, macro-F1 and best labels stay those of float32 (measured).
+        weights = np.concatenate([h[0] for h in heads]).T.astype(np.float64)
+        scale = np.abs(weights).max(axis=0) / 127.0
+        scale[scale == 0] = 1.0
+        self.weights = np.ascontiguousarray(np.rint(weights / scale), dtype=np.int8)
+        self.weight_scale = scale
         self.intercept = np.concatenate([h[1] for h in heads]).astype(np.float64)
         self.sig_a = np.concatenate([h[2] for h in heads]).astype(np.float64)
         self.sig_b = np.concatenate([h[3] for h in heads]).astype(np.float64)
@@ -280,7 +287,7 @@ class FastLinear:
                 t = self.taxonomy
                 tax = np.log1p(np.array([level1_scores[i].get(n, 0.0) for n in t.level1])) * t.weight
             cols, vals = self._row(text, tax)
-            decision = vals @ self.weights[cols] + self.intercept
+            decision = (vals @ self.weights[cols]) * self.weight_scale + self.intercept
             sig = 1.0 / (1.0 + np.exp(self.sig_a * decision + self.sig_b))
             mean = out[i]
             for start, stop, idx in self.head_slices:
@@ -292,11 +299,35 @@ class FastLinear:
         return out
 
 
-def load_file(path, *, format_: int, kind: str | None = None) -> Any:
-    """A model written by `save_file` (only ever from the operator's model directory)."""
-    import joblib
+# What a model file may name: the models' own classes, numpy's array rebuilding and datetime. The
+# unpickler refuses anything else (os.system, say) instead of calling it.
+_MODEL_GLOBALS = {
+    "services.grading.classifier": {"CategoryModel", "title_boost"},
+    "services.grading.linear": {"CharNgrams", "FastLinear", "TermFeatures"},
+    "services.grading.routing_model": {"RouteModel"},
+    "datetime": {"datetime", "date", "timedelta", "timezone"},
+    "numpy": {"dtype", "ndarray"},
+    "numpy._core.numeric": {"_frombuffer"},
+    "numpy.core.numeric": {"_frombuffer"},
+    "numpy._core.multiarray": {"_reconstruct", "scalar"},
+    "numpy.core.multiarray": {"_reconstruct", "scalar"},
+}
 
-    data = joblib.load(path)  # a file this deployment wrote itself; never user input
+
+class _ModelUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if name in _MODEL_GLOBALS.get(module, ()):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"a model file may not name {module}.{name}")
+
+
+def load_file(path, *, format_: int, kind: str | None = None) -> Any:
+    """A model written by `save_file` (pickle, protocol 5: arrays are read without joblib or copies)."""
+    try:
+        with open(path, "rb") as f:
+            data = _ModelUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError) as exc:
+        raise ValueError(f"{path} is not a grading model file of this version ({exc})") from exc
     if not isinstance(data, dict) or data.get("format") != format_ or data.get("kind") != kind:
         raise ValueError(f"{path} is not a grading {kind or 'category'} model of format {format_}")
     return data["model"]
@@ -304,9 +335,8 @@ def load_file(path, *, format_: int, kind: str | None = None) -> Any:
 
 def save_file(path, model: Any, *, format_: int, kind: str | None = None) -> None:
     """Write a model atomically."""
-    import joblib
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    joblib.dump({"format": format_, "kind": kind, "model": model}, tmp)
+    with open(tmp, "wb") as f:
+        pickle.dump({"format": format_, "kind": kind, "model": model}, f, protocol=5)
     tmp.replace(path)

@@ -13,7 +13,7 @@ from services.grading.bundle import CITY, Unit
 from services.grading.linear import FastLinear, load_file, save_file
 from services.grading.places import Places
 
-MODEL_FORMAT = 2  # 2: compiled arrays (1 held the scikit-learn pipeline)
+MODEL_FORMAT = 3  # 3: pickled without joblib; 2: compiled arrays (joblib); 1: the scikit-learn pipeline
 LEVELS = ("city", "district", "street")
 
 

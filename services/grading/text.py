@@ -4,6 +4,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
+from kit.segmenter import segmenter
+
 _PUNCT = re.compile(r"[\s\W_]+", re.U)
 _HAS_WORD = re.compile(r"[\u4e00-\u9fa5A-Za-z]")
 
@@ -76,7 +78,7 @@ def words(text: str, stopwords: frozenset[str] = frozenset()) -> list[str]:
     """
     out = []
     has_word = _HAS_WORD.search
-    for w in _rjieba().cut(text):
+    for w in segmenter().cut(text):
         if len(w) < 2:
             continue
         if w.isascii() and _ASCII_JOINED.match(w):
@@ -84,15 +86,3 @@ def words(text: str, stopwords: frozenset[str] = frozenset()) -> list[str]:
         elif w not in stopwords and has_word(w):
             out.append(w)
     return out
-
-
-_RJIEBA = None
-
-
-def _rjieba():
-    global _RJIEBA
-    if _RJIEBA is None:
-        import rjieba
-
-        _RJIEBA = rjieba
-    return _RJIEBA
