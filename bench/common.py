@@ -14,6 +14,7 @@ from tempfile import mkdtemp
 import httpx
 import psutil
 
+from bench.loadgen import LoadError
 from deploy.launcher import ALL, Platform
 from kit.http import KEEPALIVE_SECONDS, PoolTransport
 from tests.support import free_port
@@ -117,7 +118,7 @@ async def closed_loop(
                 return
             try:
                 ok = await call(next(counter))
-            except httpx.HTTPError:
+            except (httpx.HTTPError, LoadError):
                 ok = False
             t1 = time.perf_counter()
             if t0 >= measure_from:
@@ -138,7 +139,7 @@ async def open_loop(name: str, call: Callable[[int], Awaitable[bool]], *, rate: 
         t0 = time.perf_counter()
         try:
             ok = await call(i)
-        except httpx.HTTPError:
+        except (httpx.HTTPError, LoadError):
             ok = False
         latencies.append(time.perf_counter() - t0)
         stats["ok" if ok else "errors"] += 1
