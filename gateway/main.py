@@ -13,6 +13,7 @@ from gateway.audit import AuditLog, AuditMiddleware
 from gateway.config import GatewaySettings
 from gateway.proxy import forward, open311_error
 from gateway.routing import RouteTable
+from gateway.upstream import Upstream
 from gateway.webguard import CorsMiddleware, SecurityHeadersMiddleware
 from kit.app import build_app, retry_while_database_down, service_runtime
 from kit.errors import AppError
@@ -58,10 +59,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 services=services, http=state.http, refresh_seconds=settings.spec_refresh_seconds
             )
             state.routes.start()
+            state.upstream = Upstream(
+                connect_timeout=settings.http_connect_timeout,
+                read_timeout=settings.http_read_timeout,
+                max_connections=settings.http_max_connections,
+            )
+            await state.upstream.start()
             try:
                 yield
             finally:
                 await state.routes.stop()
+                await state.upstream.close()
 
     async def routes_ready(state) -> dict:
         # Ready once every service's document was asked for (a service that is down does not keep

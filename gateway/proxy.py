@@ -4,7 +4,7 @@ import logging
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape as xml_escape
 
-import httpx
+import aiohttp
 import orjson
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
@@ -51,7 +51,8 @@ _STRIP_UPSTREAM = HOP_BY_HOP | {
     "x-request-id",
 }
 _STRIP_DOWNSTREAM = HOP_BY_HOP | {"content-length", "server", "date", "traceparent", "x-request-id"}
-_BUFFER_LIMIT = 1024 * 1024
+_BUFFER_LIMIT = 1024 * 1024  # answers up to this size are read whole; larger ones are streamed
+_STREAM_CHUNK = 64 * 1024
 
 
 def _connection_listed(headers) -> set[str]:
@@ -187,56 +188,54 @@ async def _send(request: Request, state, service_name: str, body: bytes, princip
         url += f"?{request.url.query}"
     headers.extend(context_headers().items())
     try:
-        # Straight to the shared pool: a proxy needs none of the client's cookies, redirects or hooks.
-        upstream = httpx.Request(
-            request.method,
-            url,
-            headers=headers,
-            content=body,
-            extensions={"timeout": state.http.timeout.as_dict()},
-        )
-    except httpx.InvalidURL as exc:
+        resp = await state.upstream.send(request.method, url, headers, body)
+    except ValueError as exc:  # yarl's answer to a URL it cannot hold
         raise AppError(400, "bad_request", "the request's path or query is not a valid URL") from exc
-    try:
-        resp = await state.http.pool_transport.handle_async_request(upstream)
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         log.warning("%s unreachable: %s", service_name, exc)
         raise AppError(502, "upstream_unavailable", f"the {service_name} service is not reachable") from exc
-    except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
+    except TimeoutError as exc:  # aiohttp's read timeout (SocketTimeoutError) is one
         log.warning("%s timed out: %r", service_name, exc)
         raise AppError(504, "upstream_timeout", f"the {service_name} service did not answer in time") from exc
-    except httpx.TransportError as exc:
+    except aiohttp.ClientError as exc:
         log.warning("%s failed: %r", service_name, exc)
         raise AppError(502, "upstream_unavailable", f"the {service_name} service failed to answer") from exc
     dropped = _STRIP_DOWNSTREAM | _connection_listed(resp.headers)
-    out_headers = {k: v for k, v in resp.headers.multi_items() if k.lower() not in dropped}
+    out_headers = {
+        k: v
+        for k, v in ((k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers)
+        if k.lower() not in dropped
+    }
     length = resp.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) <= _BUFFER_LIMIT:
         try:
-            content = b"".join([chunk async for chunk in resp.aiter_raw()])
-        except httpx.TimeoutException as exc:
+            content = await resp.read()
+        except TimeoutError as exc:
             raise AppError(
                 504, "upstream_timeout", f"the {service_name} service did not answer in time"
             ) from exc
+        except aiohttp.ClientError as exc:
+            raise AppError(
+                502, "upstream_unavailable", f"the {service_name} service failed to answer"
+            ) from exc
         finally:
-            await resp.aclose()
-        _note_created_id(request, resp, content)
-        return Response(content=content, status_code=resp.status_code, headers=out_headers)
+            resp.release()
+        _note_created_id(request, resp.status, resp.headers.get("content-type", ""), content)
+        return Response(content=content, status_code=resp.status, headers=out_headers)
     return StreamingResponse(
-        resp.aiter_raw(),
-        status_code=resp.status_code,
+        resp.content.iter_chunked(_STREAM_CHUNK),
+        status_code=resp.status,
         headers=out_headers,
-        background=BackgroundTask(resp.aclose),
+        background=BackgroundTask(resp.release),
     )
 
 
-def _note_created_id(request: Request, resp: httpx.Response, content: bytes) -> None:
+def _note_created_id(request: Request, status: int, content_type: str, content: bytes) -> None:
     """For the audit log: the id a staff write created or changed (`{"id": …}` in a JSON answer)."""
     audit = request.scope.get("minsheng_audit")
-    if audit is None or request.method == "GET" or resp.status_code >= 300:
+    if audit is None or request.method == "GET" or status >= 300:
         return
-    is_json = resp.headers.get("content-type", "").startswith("application/json")
-    if not is_json or not content.startswith(b"{"):
+    if not content_type.startswith("application/json") or not content.startswith(b"{"):
         return
     try:
         data = orjson.loads(content)

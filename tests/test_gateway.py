@@ -1,13 +1,14 @@
 """The gateway: bad input, authentication, roles, limits, upstream faults and header hygiene."""
 
 import asyncio
+import gzip
 import time
 from types import SimpleNamespace
 
 import httpx
 import jwt
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 
 from kit.security import PRINCIPAL_HEADER, access, decode_principal
 from tests.support import API_KEY, DEMO_SECRET, ServerThread, free_port, message
@@ -164,7 +165,15 @@ def _echo_upstream(delay: float = 0.0) -> FastAPI:
     async def echo(x: str, request: Request):
         if delay:
             await asyncio.sleep(delay)
-        return {"headers": dict(request.headers), "body": (await request.body()).decode()}
+        return {"x": x, "headers": dict(request.headers), "body": (await request.body()).decode()}
+
+    @app.get("/api/v1/notifications/{size}", **access("public"))
+    async def sized(size: int, request: Request):
+        # Gzip-encoded JSON (passed on as encoded), or `size` bytes of a pattern (large ones streamed).
+        if size == 0:
+            body = gzip.compress(b'{"packed": true}')
+            return Response(body, media_type="application/json", headers={"Content-Encoding": "gzip"})
+        return Response(bytes(range(256)) * (size // 256), media_type="application/octet-stream")
 
     return app
 
@@ -221,6 +230,29 @@ def test_headers_are_cleaned_and_the_principal_is_signed(gateway_with):
         principal = decode_principal(seen[PRINCIPAL_HEADER.lower()], DEMO_SECRET)
         assert principal.kind == "client" and principal.client_id == "demo-portal"
         assert seen["traceparent"].startswith("00-") and resp.headers["x-request-id"] == "rid-123"
+
+
+def test_the_upstream_gets_what_the_caller_sent_and_the_caller_gets_what_it_answered(gateway_with):
+    """The forwarding client adds no headers of its own, keeps the path as encoded, passes a compressed
+    answer on compressed, and streams a large one whole."""
+    with ServerThread(_echo_upstream()) as upstream:
+        gw = gateway_with(notify=upstream.url)
+        resp = gw.post(
+            "/api/v1/notifications/%E4%B8%AD%20x/ack",
+            content=b"{}",
+            headers={"User-Agent": "portal/1.0", "Accept": "application/json", "Accept-Encoding": "identity"},
+        )
+        assert resp.status_code == 200, resp.text
+        seen = resp.json()["headers"]
+        assert resp.json()["x"] == "中 x" and resp.json()["body"] == "{}"
+        assert seen["user-agent"] == "portal/1.0" and seen["accept"] == "application/json"
+        assert seen["accept-encoding"] == "identity" and "content-type" not in seen
+        assert seen["content-length"] == "2"
+        packed = gw.get("/api/v1/notifications/0", headers={"Accept-Encoding": "gzip"})
+        assert packed.headers["content-encoding"] == "gzip" and packed.json() == {"packed": True}
+        for size in (256, 3 * 1024 * 1024):  # read whole, and streamed (over the 1 MiB buffer)
+            big = gw.get(f"/api/v1/notifications/{size}")
+            assert big.status_code == 200 and big.content == bytes(range(256)) * (size // 256)
 
 
 def test_open311_clients_get_the_specs_error_list_from_the_gateway(platform):
