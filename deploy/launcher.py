@@ -265,6 +265,9 @@ def cmd_run(_args) -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, _stop)
+    # Ctrl-C too, by a handler: a launcher started in the background inherits SIGINT ignored (so no
+    # KeyboardInterrupt), and the services, which Ctrl-C stops as well, must not be restarted.
+    signal.signal(signal.SIGINT, _stop)
     try:
         platform.start_all()
         print(
@@ -274,6 +277,8 @@ def cmd_run(_args) -> int:
         restarts: dict[str, list[float]] = {}
         while not stopping:
             time.sleep(0.5)
+            if stopping:  # the signal came during the sleep: what exited was told to
+                break
             for name, proc in list(platform.procs.items()):
                 if proc.poll() is None:
                     continue
