@@ -13,11 +13,12 @@ cores the platform runs on).
 import argparse
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections import Counter
 
-from bench.common import DATA, closed_loop, rss_mb, start_platform, stop_platform
+from bench.common import DATA, closed_loop, cpu_seconds, rss_mb, start_platform, stop_platform
 from bench.loadgen import LoadClient
 from kit.security import PRINCIPAL_HEADER, encode_principal
 from schema.dto import Principal
@@ -83,10 +84,14 @@ async def load(p, seconds: float, concurrency: int) -> list:
             return ok("direct", r)
 
         runs = []
+        cpu0 = cpu_seconds(os.getpid(), children=False)
         # Alternate so that background work (grading catching up) weighs on both routes alike.
         for call in (via_gateway, direct, via_gateway, direct):
             name = "through gateway" if call is via_gateway else "direct to intake"
             runs.append(await closed_loop(name, call, concurrency=concurrency, seconds=seconds / 2))
+        calls = sum(r.count + r.errors for r in runs)  # and the warm-ups', which the runs do not count
+        own = (cpu_seconds(os.getpid(), children=False) - cpu0) / max(1, calls) * 1000
+    print(f"load generator: {own:.2f} ms of CPU per call (taken from the cores the platform runs on)")
     for what, n in failures.most_common(5):
         print(f"  failed {n}×: {what}")
     return runs

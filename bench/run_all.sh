@@ -15,7 +15,7 @@ declare -A CMD=(
   [grading_latency]="bench.grading_latency"
   [db_sessions]="bench.db_sessions"
   [table_rows]="bench.table_rows"
-  [gateway_upstream]="bench.gateway_upstream"
+  [http_clients]="bench.http_clients"
   [grading_memory]="bench.grading_memory --index-only --messages 54000 --warmup 6000"
   [workflow_supervision]="bench.workflow_supervision"
   [workflow_stats]="bench.workflow_stats"
@@ -24,7 +24,7 @@ declare -A CMD=(
   [archive_scale]="bench.archive_scale"
   [soak]="bench.soak --seconds 300"
 )
-ORDER=(platform intake intake_status grading_engine grading_latency grading_memory db_sessions table_rows gateway_upstream workflow_supervision workflow_stats notify archive_seal archive_scale soak)
+ORDER=(platform intake intake_status grading_engine grading_latency grading_memory db_sessions table_rows http_clients workflow_supervision workflow_stats notify archive_seal archive_scale soak)
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=("${ORDER[@]}")
 status=0

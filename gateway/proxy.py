@@ -201,11 +201,7 @@ async def _send(request: Request, state, service_name: str, body: bytes, princip
         log.warning("%s failed: %r", service_name, exc)
         raise AppError(502, "upstream_unavailable", f"the {service_name} service failed to answer") from exc
     dropped = _STRIP_DOWNSTREAM | _connection_listed(resp.headers)
-    out_headers = {
-        k: v
-        for k, v in ((k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers)
-        if k.lower() not in dropped
-    }
+    out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in dropped}
     length = resp.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) <= _BUFFER_LIMIT:
         try:

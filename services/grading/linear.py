@@ -3,8 +3,9 @@
 Training uses scikit-learn (TF-IDF, calibrated linear SVM); what is saved and loaded is only the fitted
 numbers (vocabulary, idf, coefficients, sigmoid calibration) and these small classes, so the running
 service never imports scikit-learn or SciPy (≈ 100 MB less resident memory) and predicts in ~0.1 ms a
-message instead of ~7 (no per-call validation or sparse-matrix building). Same numbers as the fitted
-pipeline's `predict_proba`.
+message instead of ~7 (no per-call validation or sparse-matrix building). The coefficients are kept in
+8 bits, so probabilities are within 0.01 of the fitted pipeline's `predict_proba`, with the same best
+label (a test compares them).
 """
 
 import copy
@@ -205,13 +206,6 @@ class FastLinear:
         twin = copy.copy(self)
         twin.vocabulary, twin.codes, twin.code_cols = self.vocabulary_dict(), None, None
         return twin
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        if "heads" in state:  # a model file written before the vocabulary was coded
-            heads = self.__dict__.pop("heads")
-            self._set_vocabulary(self.__dict__.pop("vocabulary"))
-            self._stack(heads)
 
     @classmethod
     def from_pipeline(cls, pipeline, *, prep) -> "FastLinear":

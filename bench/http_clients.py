@@ -1,12 +1,14 @@
-"""The gateway's cost of forwarding one request: CPU per request of its upstream client, side by side.
+"""CPU per request of the HTTP clients this change replaced, side by side with their replacements.
 
-    .venv/bin/python -m bench.gateway_upstream [--requests 8000] [--concurrency 16]
+    .venv/bin/python -m bench.http_clients [--requests 8000] [--concurrency 16] [--rounds 3]
 
 A stand-in service in another process answers every request at once with a fixed 201 (so only the
-client's work differs); this process forwards POSTs of a portal message's size through
-- kit.http's httpx pool transport, the way the gateway forwarded until this change, and
-- gateway.upstream (aiohttp's client), the way it forwards now,
-alternating rounds, and prints the CPU this process spent per request (user + system) and the ratio.
+client's work differs). This process sends POSTs of a portal message's size, in alternating rounds:
+- the gateway's forwarding: kit.http's httpx pool transport, as the gateway forwarded before, against
+  gateway.upstream (aiohttp's client), as it forwards now;
+- the benchmarks' load generator: httpx's client on that pool (bench.common.client), as the throughput
+  benchmarks sent their load before, against bench.loadgen, as they send it now.
+It prints the CPU this process spent per request (user + system, median of the rounds) and the ratios.
 """
 
 import argparse
@@ -18,9 +20,12 @@ import sys
 import time
 
 import httpx
+import orjson
 
+from bench.common import client as load_client
+from bench.loadgen import LoadClient
 from gateway.upstream import Upstream
-from kit.http import make_http_client
+from kit.http import KEEPALIVE_SECONDS, PoolTransport
 from tests.support import free_port
 
 _ANSWER = b'{"message_id":"6f1c0c9e-5d6a-4a57-9c8e-0c6f3f4b9a10","tracking_code":"MS-4K7Q-9XH2-PD3M"}'
@@ -86,18 +91,23 @@ async def measure(port: int, requests: int, concurrency: int, rounds: int) -> di
         ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
         ("x-minsheng-principal", "x" * 300),
     ]
-    client = make_http_client(max_connections=200)
+    limits = httpx.Limits(
+        max_connections=200, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_SECONDS
+    )
+    pool = PoolTransport(limits=limits)
+    timeout = httpx.Timeout(connect=2.0, read=30.0, write=30.0, pool=5.0).as_dict()
     upstream = Upstream(connect_timeout=2.0, read_timeout=30.0, max_connections=200)
     await upstream.start()
+    base = f"http://127.0.0.1:{port}"
+    http = load_client()
+    lean = LoadClient(base)
+    message = orjson.loads(body)
 
-    async def via_httpx() -> None:
-        req = httpx.Request(
-            "POST", url, headers=headers, content=body, extensions={"timeout": client.timeout.as_dict()}
-        )
-        resp = await client.pool_transport.handle_async_request(req)
-        b"".join([chunk async for chunk in resp.aiter_raw()])
+    async def via_httpx_pool() -> None:
+        req = httpx.Request("POST", url, headers=headers, content=body, extensions={"timeout": timeout})
+        resp = await pool.handle_async_request(req)
+        assert resp.status_code == 201 and b"".join([c async for c in resp.aiter_raw()]) == _ANSWER
         await resp.aclose()
-        assert resp.status_code == 201
 
     async def via_aiohttp() -> None:
         resp = await upstream.send("POST", url, headers, body)
@@ -106,17 +116,37 @@ async def measure(port: int, requests: int, concurrency: int, rounds: int) -> di
         finally:
             resp.release()
 
-    out: dict[str, list[float]] = {"httpx pool (before)": [], "aiohttp (gateway.upstream)": []}
+    async def via_httpx_client() -> None:
+        resp = await http.post(url, json=message, headers={"X-API-Key": "demo-portal-key"})
+        assert resp.status_code == 201 and resp.json()["tracking_code"]
+
+    async def via_loadgen() -> None:
+        resp = await lean.post("/api/v1/messages", json=message, headers={"X-API-Key": "demo-portal-key"})
+        assert resp.status_code == 201 and resp.json()["tracking_code"]
+
+    senders = {
+        GATEWAY_BEFORE: via_httpx_pool,
+        GATEWAY_NOW: via_aiohttp,
+        LOAD_BEFORE: via_httpx_client,
+        LOAD_NOW: via_loadgen,
+    }
+    out: dict[str, list[float]] = {name: [] for name in senders}
     try:
-        for send in (via_httpx, via_aiohttp):  # warm both pools
+        for send in senders.values():  # warm every pool
             await _round(send, concurrency * 20, concurrency)
         for _ in range(rounds):
-            out["httpx pool (before)"].append(await _round(via_httpx, requests, concurrency))
-            out["aiohttp (gateway.upstream)"].append(await _round(via_aiohttp, requests, concurrency))
+            for name, send in senders.items():
+                out[name].append(await _round(send, requests, concurrency))
     finally:
-        await client.aclose()
+        await pool.aclose()
         await upstream.close()
+        await http.aclose()
+        await lean.aclose()
     return out
+
+
+GATEWAY_BEFORE, GATEWAY_NOW = "gateway: httpx pool (before)", "gateway: aiohttp (now)"
+LOAD_BEFORE, LOAD_NOW = "load: httpx client (before)", "load: bench.loadgen (now)"
 
 
 def main() -> None:
@@ -127,7 +157,7 @@ def main() -> None:
     args = parser.parse_args()
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-c", f"from bench.gateway_upstream import serve; serve({port})"],
+        [sys.executable, "-c", f"from bench.http_clients import serve; serve({port})"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -141,14 +171,14 @@ def main() -> None:
         server.terminate()
         server.wait()
     print(
-        f"CPU per forwarded request ({args.rounds} alternating rounds of {args.requests}, "
+        f"CPU per request ({args.rounds} alternating rounds of {args.requests}, "
         f"{args.concurrency} at a time; {time.perf_counter() - t0:.0f} s):"
     )
     medians = {name: statistics.median(xs) * 1e6 for name, xs in figures.items()}
     for name, xs in figures.items():
-        print(f"  {name:<28} {medians[name]:7.0f} µs   rounds: " + ", ".join(f"{x * 1e6:.0f}" for x in xs))
-    before, after = medians.values()
-    print(f"  aiohttp / httpx: {after / before:.2f}")
+        print(f"  {name:<30} {medians[name]:7.0f} µs   rounds: " + ", ".join(f"{x * 1e6:.0f}" for x in xs))
+    print(f"  gateway, now / before: {medians[GATEWAY_NOW] / medians[GATEWAY_BEFORE]:.2f}")
+    print(f"  load generator, now / before: {medians[LOAD_NOW] / medians[LOAD_BEFORE]:.2f}")
 
 
 if __name__ == "__main__":
