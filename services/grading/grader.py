@@ -13,7 +13,7 @@ from schema.events import MessageReceivedData
 from services.grading.bundle import Bundle, Unit
 from services.grading.classifier import CategoryModel, Classifier, Prediction
 from services.grading.places import Locator, Places
-from services.grading.routing import Route, route
+from services.grading.routing import Route, competent_type, route
 from services.grading.routing_model import RouteModel, memory_words, route_text
 from services.grading.scoring import Facts, Scorer
 from services.grading.text import message_text
@@ -85,7 +85,11 @@ class Engine:
         )
         s = self.scorer.score(facts)
         path = prediction.path
-        dept = path.department_type if path else None
+        dept = competent_type(
+            bundle=self.bundle,
+            category_type=path.department_type if path else None,
+            department_scores=prediction.department_scores,
+        )
         learned, remembered = None, None
         if self.route_model is not None and not places.only_outside:
             learned = self.route_model.ranked([route_text(msg.title, msg.content, places)])[0]

@@ -174,6 +174,15 @@ class Routing(_Model):
         default=0.5, ge=0, le=1, description="the learned routing decides only when at least this sure"
     )
     max_co_units: int = Field(default=4, ge=0)
+    term_department_min_score: float = Field(
+        default=0.0,
+        ge=0,
+        description="taxonomy-term weight of another department type that makes it the competent one "
+        "for routing (0: the category's department type always decides)",
+    )
+    term_department_margin: float = Field(
+        default=1.5, ge=1, description="…and how many times the category's own type's weight it must reach"
+    )
 
 
 class Workflow(_Model):

@@ -34,6 +34,24 @@ def _co_departments(
     return out[: routing.max_co_units]
 
 
+def competent_type(
+    *, bundle: Bundle, category_type: str | None, department_scores: dict[str, float]
+) -> str | None:
+    """The department type routing uses: the category's, unless the taxonomy's terms clearly name another.
+
+    The level-1 model knows only the categories of its training data; the level-2/3 terms of the whole
+    taxonomy (交警, 落户, 医保报销 …) still tell the competent department when they weigh enough."""
+    routing = bundle.policy.routing
+    if routing.term_department_min_score <= 0 or not department_scores:
+        return category_type
+    best, score = max(department_scores.items(), key=lambda kv: kv[1])
+    if best == category_type or score < routing.term_department_min_score:
+        return category_type
+    if score < routing.term_department_margin * department_scores.get(category_type or "", 0.0):
+        return category_type
+    return best
+
+
 def route_by_history(
     *,
     bundle: Bundle,

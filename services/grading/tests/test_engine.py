@@ -238,3 +238,26 @@ def test_a_reply_of_a_county_level_city_means_its_own_bureau_by_shi(engine):
     assert reader.answering_unit(reply, "a9", county_city=True).unit.code == "a9-education"
     assert reader.answering_unit(reply, "a5").unit.code == "city-education"
     assert reader.answering_unit("经区教育局核实，情况属实。", "a5").unit.code == "a5-education"
+
+
+def test_strong_terms_of_another_department_decide_the_competent_type(engine):
+    # The level-1 model may say 交通运输 for a message about 交警: the taxonomy's terms of 政法/交通管理
+    # weigh enough (policy routing.term_department_min_score, term_department_margin) to route to police.
+    from services.grading.routing import competent_type
+
+    b = engine.bundle
+    assert competent_type(bundle=b, category_type="transport", department_scores={"police": 6.0}) == "police"
+    assert (
+        competent_type(
+            bundle=b, category_type="transport", department_scores={"police": 6.0, "transport": 4.0}
+        )
+        == "transport"
+    )  # not clearly stronger than the category's own type
+    assert (
+        competent_type(bundle=b, category_type="transport", department_scores={"police": 1.5}) == "transport"
+    )
+    assert competent_type(bundle=b, category_type=None, department_scores={}) is None
+    g = engine.grade(
+        msg("请求A7县交警在东二线路段执法常态化", "A7县东二线路段经常有车辆违停，请求交警执法常态化。")
+    )
+    assert g.department_type == "police" and g.route.lead.code == "a7-police"
