@@ -261,3 +261,12 @@ def test_strong_terms_of_another_department_decide_the_competent_type(engine):
         msg("请求A7县交警在东二线路段执法常态化", "A7县东二线路段经常有车辆违停，请求交警执法常态化。")
     )
     assert g.department_type == "police" and g.route.lead.code == "a7-police"
+
+
+def test_police_and_medical_insurance_matters_by_their_general_terms(engine):
+    g = engine.grade(msg("咨询A7县落户的问题", "请问外地户口怎么在A7县落户？"))
+    assert g.department_type == "police" and g.route.lead.code == "a7-police"
+    g = engine.grade(msg("关于规范A7县机动车鸣笛的建议", "A7县城区机动车乱鸣笛、闯红灯现象较多，建议规范。"))
+    assert g.department_type == "police" and g.route.lead.code == "a7-police"
+    g = engine.grade(msg("咨询A7县异地就医报销的问题", "请问在外地住院，异地就医的医保怎么报销？"))
+    assert g.department_type == "medical_insurance" and g.route.lead.code == "a7-medical_insurance"
