@@ -471,6 +471,16 @@ def load_bundle(directory: Path) -> Bundle:
                         line_of(raw_policy, ("risk_topics", i)),
                         f"risk topic {topic.name!r} names unknown district {d!r}",
                     )
+        labels = [p.label for p in categories]
+        for i, rule in enumerate(policy.routing.city_level):
+            where = line_of(raw_policy, ("routing", "city_level", i))
+            if not any(lb == rule.category or lb.startswith(rule.category + "/") for lb in labels):
+                problems.add(
+                    names["policy"], where, f"routing.city_level names unknown category {rule.category!r}"
+                )
+            for d in rule.districts:
+                if d not in districts:
+                    problems.add(names["policy"], where, f"routing.city_level names unknown district {d!r}")
         for t in policy.routing.street_lead_types:
             if t not in served:
                 problems.add(

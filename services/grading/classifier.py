@@ -35,6 +35,7 @@ class Prediction:
     low_confidence: bool = True
     source: str = "cold_start"  # model | cold_start | hint | none
     department_scores: dict[str, float] = field(default_factory=dict)
+    category_scores: dict[str, float] = field(default_factory=dict)  # path label → its terms' weight
 
 
 class TaxonomyIndex:
@@ -200,9 +201,10 @@ class Classifier:
         policy = self.policy.classifier
         path_scores = self.index.path_scores(hits)
         depts = self.index.department_scores(path_scores)
+        by_label = {self.index.paths[i].label: s for i, s in path_scores.items()}
         hinted = self._from_hint(hint)
         if hinted is not None:
-            return Prediction(hinted, 1.0, [], False, "hint", depts)
+            return Prediction(hinted, 1.0, [], False, "hint", depts, by_label)
         ranked: list[tuple[str, float]]
         source = "cold_start"
         if row is not None:
@@ -228,7 +230,7 @@ class Classifier:
         if not ranked or (
             source == "cold_start" and cold.get(ranked[0][0], 0.0) < policy.cold_start_min_hits
         ):
-            return Prediction(None, 0.0, ranked[: policy.runners_up], True, "none", depts)
+            return Prediction(None, 0.0, ranked[: policy.runners_up], True, "none", depts, by_label)
         label, confidence = ranked[0]
         path = self.index.best_path(label, path_scores)
         return Prediction(
@@ -238,6 +240,7 @@ class Classifier:
             low_confidence=confidence < policy.low_confidence,
             source=source,
             department_scores=depts,
+            category_scores=by_label,
         )
 
     @staticmethod

@@ -13,7 +13,7 @@ from schema.events import MessageReceivedData
 from services.grading.bundle import Bundle, Unit
 from services.grading.classifier import CategoryModel, Classifier, Prediction
 from services.grading.places import Locator, Places
-from services.grading.routing import Route, competent_type, route
+from services.grading.routing import Route, city_level_districts, competent_type, route
 from services.grading.routing_model import RouteModel, memory_words, route_text
 from services.grading.scoring import Facts, Scorer
 from services.grading.text import message_text
@@ -105,6 +105,12 @@ class Engine:
             superior_issuer=msg.superior.issuer if msg.superior else None,
             learned=learned,
             remembered_street=remembered,
+            city_level=city_level_districts(
+                bundle=self.bundle,
+                department_type=dept,
+                category=path.label if path else None,
+                category_scores=prediction.category_scores,
+            ),
         )
         deadlines = deadlines_for(
             policy=self.policy, calendar=self.calendar, level=s.level, received_at=msg.received_at

@@ -163,6 +163,13 @@ class ResponseRule(_Model):
     request_types: list[RequestType] = Field(default_factory=list)
 
 
+class CityLevel(_Model):
+    """A category the city's department handles itself for some districts (e.g. bus lines)."""
+
+    category: str = Field(description="a taxonomy path or its start, level names joined by '/'")
+    districts: list[str] = Field(description="gazetteer codes of the districts the city handles it for")
+
+
 class Routing(_Model):
     """Routing knobs (DESIGN §2)."""
 
@@ -179,6 +186,9 @@ class Routing(_Model):
         ge=0,
         description="taxonomy-term weight of another department type that makes it the competent one "
         "for routing (0: the category's department type always decides)",
+    )
+    city_level: list[CityLevel] = Field(
+        default_factory=list, description="categories handled at city level for the districts listed"
     )
     term_department_margin: float = Field(
         default=1.5, ge=1, description="…and how many times the category's own type's weight it must reach"

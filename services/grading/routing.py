@@ -52,6 +52,33 @@ def competent_type(
     return best
 
 
+def city_level_districts(
+    *,
+    bundle: Bundle,
+    department_type: str | None,
+    category: str | None,
+    category_scores: dict[str, float],
+) -> frozenset[str]:
+    """Districts for which the city's own department handles this matter (policy routing.city_level).
+
+    A matter is of a listed category when classified so, or when that category's terms weigh enough."""
+    routing = bundle.policy.routing
+    out: set[str] = set()
+    for rule in routing.city_level:
+        paths = [
+            p
+            for p in bundle.categories
+            if p.label == rule.category or p.label.startswith(rule.category + "/")
+        ]
+        if not any(p.department_type == department_type for p in paths):
+            continue
+        named = category is not None and any(p.label == category for p in paths)
+        weight = max((category_scores.get(p.label, 0.0) for p in paths), default=0.0)
+        if named or (routing.term_department_min_score > 0 and weight >= routing.term_department_min_score):
+            out.update(rule.districts)
+    return frozenset(out)
+
+
 def route_by_history(
     *,
     bundle: Bundle,
@@ -113,10 +140,12 @@ def route(
     superior_issuer: str | None = None,
     learned: list[tuple[str, float]] | None = None,
     remembered_street: str | None = None,
+    city_level: frozenset[str] = frozenset(),
 ) -> Route:
     """The DESIGN §2 routing rules, first match wins (refined by the city's history when it is sure).
 
-    `learned`: the routing model's likeliest handlings, best first, as (label, probability)."""
+    `learned`: the routing model's likeliest handlings, best first, as (label, probability).
+    `city_level`: districts for which the city's department handles this matter (`city_level_districts`)."""
     scores = department_scores or {}
     dispatch = bundle.dispatch
     if superior_unit:
@@ -156,6 +185,14 @@ def route(
         code = places.districts[0]
         dname = bundle.districts[code].name
         unit = bundle.unit_for(jurisdiction=code, department_type=department_type)
+        if code in city_level and city_unit is not None:
+            return Route(
+                city_unit,
+                [unit] if unit else [],
+                reason=f"{dname}的此类{label}事项由市级统一管理：市级{label}承办"
+                + (f"，{unit.name}协办" if unit else ""),
+                rule="city_level",
+            )
         streets = [
             s for s in places.streets if bundle.street_unit(s) and bundle.street_unit(s).jurisdiction == code
         ]

@@ -82,6 +82,19 @@ def test_unknown_dispatch_unit_and_bad_yaml_are_refused(tmp_path):
     assert any("not valid YAML" in p for p in _refused(d, "gazetteer.yaml"))
 
 
+def test_a_city_level_rule_naming_an_unknown_category_or_district_is_refused(tmp_path):
+    d = bundle_copy(tmp_path)
+    policy = d / "policy.yaml"
+    replace_in(
+        policy,
+        "{category: 城乡建设/城市建设和市政管理/公共汽车, districts: [a1,",
+        "{category: 公交, districts: [x9,",
+    )
+    problems = _refused(d, "policy.yaml")
+    assert any("'公交'" in p for p in problems) and any("'x9'" in p for p in problems), problems
+    assert all(f"policy.yaml:{line_of(policy, 'category: 公交')}:" in p for p in problems)
+
+
 def test_a_failed_reload_keeps_the_last_good_bundle(tmp_path):
     d = bundle_copy(tmp_path)
     holder = BundleHolder(d)

@@ -270,3 +270,15 @@ def test_police_and_medical_insurance_matters_by_their_general_terms(engine):
     assert g.department_type == "police" and g.route.lead.code == "a7-police"
     g = engine.grade(msg("咨询A7县异地就医报销的问题", "请问在外地住院，异地就医的医保怎么报销？"))
     assert g.department_type == "medical_insurance" and g.route.lead.code == "a7-medical_insurance"
+
+
+def test_bus_lines_of_an_urban_district_are_the_citys(engine):
+    # policy routing.city_level: the city runs the bus lines of its urban districts, a county its own.
+    g = engine.grade(msg("希望优化A5区井莲路的公交线路", "A5区井莲路附近公交车太少，希望增加公交线路。"))
+    assert g.route.lead.code == "city-transport" and g.route.rule == "city_level"
+    assert [u.code for u in g.route.co] == ["a5-transport"] and "市级" in g.route.reason
+    g = engine.grade(msg("希望增加A7县的公交线路", "A7县县城的公交车太少，希望增加公交线路。"))
+    assert g.route.lead.code == "a7-transport" and g.route.rule == "district"
+    # Other transport matters of a district stay with the district.
+    g = engine.grade(msg("A5区某道路客运车辆超载", "A5区的长途客车经常超载，请运管部门查处。"))
+    assert g.route.lead.code == "a5-transport"
