@@ -282,3 +282,10 @@ def test_bus_lines_of_an_urban_district_are_the_citys(engine):
     # Other transport matters of a district stay with the district.
     g = engine.grade(msg("A5区某道路客运车辆超载", "A5区的长途客车经常超载，请运管部门查处。"))
     assert g.route.lead.code == "a5-transport"
+
+
+def test_noise_from_night_stalls_goes_to_city_management(engine):
+    g = engine.grade(
+        msg("A2区某小区楼下夜宵摊噪音扰民", "A2区某小区楼下夜宵摊每晚噪音扰民到凌晨，居民无法休息。")
+    )
+    assert g.department_type == "urban_mgmt" and g.route.lead.code == "a2-urban_mgmt"
