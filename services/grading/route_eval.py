@@ -245,12 +245,14 @@ def cross_validate_routing(*, engine: Engine, path: Path, folds: int = 5, seed: 
     return result
 
 
-def street_pairs(items: list[HistoryItem]) -> list[tuple[str, str]]:
-    """(title, street) of the items a street office answered."""
-    return [(i.title, i.truth.unit.street) for i in items if i.truth.unit.street]
+def street_pairs(items: list[HistoryItem]) -> list[tuple[str, str | None]]:
+    """(title, street) of the items, the street None when another unit than a street office answered."""
+    return [(i.title, i.truth.unit.street or None) for i in items]
 
 
-def history_training_set(*, engine: Engine, path: Path) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+def history_training_set(
+    *, engine: Engine, path: Path
+) -> tuple[list[str], list[str], list[tuple[str, str | None]]]:
     """(route texts, labels, street pairs) to train the routing model on a replies file."""
     items, _ = read_history(engine=engine, path=path)
     return [i.route_text for i in items], [label_of(i.truth.unit) for i in items], street_pairs(items)

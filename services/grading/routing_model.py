@@ -116,6 +116,9 @@ class RouteModel:
         return load_file(path, format_=MODEL_FORMAT, kind="routing")
 
 
+MEMORY_MIN_VOTES = 2  # a place word seen once with a street may be chance
+
+
 def memory_words(title: str) -> list[str]:
     """Words of a title that can name a place (two or more characters, not generic)."""
     from services.grading.text import words
@@ -124,10 +127,15 @@ def memory_words(title: str) -> list[str]:
 
 
 def train_route_model(
-    *, texts: list[str], labels: list[str], source: str = "", streets: list[tuple[str, str]] | None = None
+    *,
+    texts: list[str],
+    labels: list[str],
+    source: str = "",
+    streets: list[tuple[str, str | None]] | None = None,
 ) -> RouteModel:
     """Fit on (text + place tokens, label) pairs; labels seen fewer than 3 times are left out.
-    `streets`: (title, street name) of past messages a street office answered, for the place memory."""
+    `streets`: (title, street name) of past messages, the street None when another unit than a street
+    office answered, for the place memory."""
     from collections import Counter
 
     counts = Counter(labels)
@@ -135,12 +143,20 @@ def train_route_model(
     pipeline = build_pipeline()
     pipeline.fit([texts[i] for i in keep], [labels[i] for i in keep])
     word_streets: dict[str, dict[str, int]] = {}
+    elsewhere: Counter = Counter()
     for title, street in streets or ():
         for w in set(memory_words(title)):
+            if street is None:
+                elsewhere[w] += 1
+                continue
             word_streets.setdefault(w, {}).setdefault(street, 0)
             word_streets[w][street] += 1
-    # A word that points at many streets names no place.
-    memory = {w: v for w, v in word_streets.items() if len(v) == 1}
+    # A word that points at many streets, or also at other units (幼儿园, 开发商), names no place.
+    memory = {
+        w: v
+        for w, v in word_streets.items()
+        if len(v) == 1 and not elsewhere[w] and sum(v.values()) >= MEMORY_MIN_VOTES
+    }
     return RouteModel(
         compiled=FastLinear.from_tfidf_pipeline(pipeline),
         labels=[str(c) for c in pipeline.classes_],

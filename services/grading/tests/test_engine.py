@@ -289,3 +289,20 @@ def test_noise_from_night_stalls_goes_to_city_management(engine):
         msg("A2区某小区楼下夜宵摊噪音扰民", "A2区某小区楼下夜宵摊每晚噪音扰民到凌晨，居民无法休息。")
     )
     assert g.department_type == "urban_mgmt" and g.route.lead.code == "a2-urban_mgmt"
+
+
+def test_the_place_memory_keeps_only_words_that_name_one_street_again_and_again():
+    from services.grading.routing_model import train_route_model
+
+    texts = [f"留言{i}" for i in range(9)]
+    labels = ["street@street"] * 3 + ["education@district"] * 3 + ["housing@district"] * 3
+    streets = [
+        ("反映火车站周边乱停车", "白马桥街道"),
+        ("火车站附近夜市噪音大", "白马桥街道"),
+        ("投诉阳光幼儿园乱收费", "洞井街道"),
+        ("咨询某某幼儿园招生", None),  # 幼儿园 also went to the education bureau: no place
+        ("反映立交桥下垃圾成堆", "金盆岭街道"),  # seen once: chance
+    ]
+    model = train_route_model(texts=texts, labels=labels, streets=streets)
+    assert model.street_for(["火车站"]) == ("白马桥街道", 2)
+    assert model.street_for(["幼儿园"]) is None and model.street_for(["立交桥"]) is None
