@@ -118,7 +118,7 @@ def route_by_history(
             return None
         return Route(unit, reason=f"{why}：属地 {bundle.districts[one].name}", rule="history_district")
     if level == "city":
-        if len(places.districts) == 1 and dept in [*bundle.policy.routing.street_lead_types, "government"]:
+        if len(places.districts) == 1 and dept == "government":
             return None  # a local matter of a district: the rules decide
         unit = bundle.unit_for(jurisdiction=CITY, department_type=dept)
         if unit is None:

@@ -306,3 +306,18 @@ def test_the_place_memory_keeps_only_words_that_name_one_street_again_and_again(
     model = train_route_model(texts=texts, labels=labels, streets=streets)
     assert model.street_for(["火车站"]) == ("白马桥街道", 2)
     assert model.street_for(["幼儿园"]) is None and model.street_for(["立交桥"]) is None
+
+
+def test_the_history_may_say_a_district_matter_is_handled_at_city_level(engine):
+    # Metro line planning naming one district is answered by the city's planning bureau: the history
+    # decides so even for a type a district has; "the government" of one district stays local.
+    from services.grading.places import Places
+    from services.grading.routing import route
+
+    places = Places(districts=["a3"])
+    r = route(bundle=engine.bundle, department_type="metro", places=places, learned=[("planning@city", 0.45)])
+    assert r.lead.code == "city-planning" and r.rule == "history_city"
+    r = route(
+        bundle=engine.bundle, department_type="housing", places=places, learned=[("government@city", 0.45)]
+    )
+    assert r.lead.code == "a3-housing" and r.rule == "district"
