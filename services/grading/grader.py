@@ -13,7 +13,7 @@ from schema.events import MessageReceivedData
 from services.grading.bundle import Bundle, Unit
 from services.grading.classifier import CategoryModel, Classifier, Prediction
 from services.grading.places import Locator, Places
-from services.grading.routing import Route, city_level_districts, competent_type, route
+from services.grading.routing import CityLevel, Route, competent_type, route
 from services.grading.routing_model import RouteModel, memory_words, route_text
 from services.grading.scoring import Facts, Scorer
 from services.grading.text import message_text
@@ -61,6 +61,7 @@ class Engine:
         self.policy = bundle.policy
         self.classifier = Classifier(bundle, model)
         self.locator = Locator(bundle)
+        self.city_level = CityLevel(bundle)
         self.calendar = WorkCalendar(bundle.policy, timezone)
         self.scorer = Scorer(bundle.policy, self.calendar)
 
@@ -105,8 +106,7 @@ class Engine:
             superior_issuer=msg.superior.issuer if msg.superior else None,
             learned=learned,
             remembered_street=remembered,
-            city_level=city_level_districts(
-                bundle=self.bundle,
+            city_level=self.city_level.districts(
                 department_type=dept,
                 category=path.label if path else None,
                 category_scores=prediction.category_scores,

@@ -52,31 +52,38 @@ def competent_type(
     return best
 
 
-def city_level_districts(
-    *,
-    bundle: Bundle,
-    department_type: str | None,
-    category: str | None,
-    category_scores: dict[str, float],
-) -> frozenset[str]:
-    """Districts for which the city's own department handles this matter (policy routing.city_level).
+class CityLevel:
+    """Policy routing.city_level resolved against the taxonomy once per bundle: for which districts the
+    city's department handles a matter of a listed category itself."""
 
-    A matter is of a listed category when classified so, or when that category's terms weigh enough."""
-    routing = bundle.policy.routing
-    out: set[str] = set()
-    for rule in routing.city_level:
-        paths = [
-            p
-            for p in bundle.categories
-            if p.label == rule.category or p.label.startswith(rule.category + "/")
-        ]
-        if not any(p.department_type == department_type for p in paths):
-            continue
-        named = category is not None and any(p.label == category for p in paths)
-        weight = max((category_scores.get(p.label, 0.0) for p in paths), default=0.0)
-        if named or (routing.term_department_min_score > 0 and weight >= routing.term_department_min_score):
-            out.update(rule.districts)
-    return frozenset(out)
+    def __init__(self, bundle: Bundle):
+        routing = bundle.policy.routing
+        self.min_score = routing.term_department_min_score
+        self.rules: list[tuple[frozenset[str], frozenset[str], frozenset[str]]] = []
+        for rule in routing.city_level:
+            paths = [
+                p
+                for p in bundle.categories
+                if p.label == rule.category or p.label.startswith(rule.category + "/")
+            ]
+            labels = frozenset(p.label for p in paths)
+            self.rules.append(
+                (labels, frozenset(p.department_type for p in paths), frozenset(rule.districts))
+            )
+
+    def districts(
+        self, *, department_type: str | None, category: str | None, category_scores: dict[str, float]
+    ) -> frozenset[str]:
+        """The districts for this matter; it is of a listed category when classified so, or when that
+        category's terms weigh at least routing.term_department_min_score."""
+        out: frozenset[str] = frozenset()
+        for labels, types, districts in self.rules:
+            if department_type not in types:
+                continue
+            weight = max((category_scores.get(lb, 0.0) for lb in labels), default=0.0)
+            if category in labels or (self.min_score > 0 and weight >= self.min_score):
+                out |= districts
+        return out
 
 
 def route_by_history(
@@ -145,7 +152,7 @@ def route(
     """The DESIGN §2 routing rules, first match wins (refined by the city's history when it is sure).
 
     `learned`: the routing model's likeliest handlings, best first, as (label, probability).
-    `city_level`: districts for which the city's department handles this matter (`city_level_districts`)."""
+    `city_level`: districts for which the city's department handles this matter (`CityLevel`)."""
     scores = department_scores or {}
     dispatch = bundle.dispatch
     if superior_unit:
