@@ -163,7 +163,7 @@ class ResponseRule(_Model):
     request_types: list[RequestType] = Field(default_factory=list)
 
 
-class CityLevel(_Model):
+class CityLevelRule(_Model):
     """A category the city's department handles itself for some districts (e.g. bus lines)."""
 
     category: str = Field(description="a taxonomy path or its start, level names joined by '/'")
@@ -187,11 +187,11 @@ class Routing(_Model):
         description="taxonomy-term weight of another department type that makes it the competent one "
         "for routing (0: the category's department type always decides)",
     )
-    city_level: list[CityLevel] = Field(
-        default_factory=list, description="categories handled at city level for the districts listed"
-    )
     term_department_margin: float = Field(
         default=1.5, ge=1, description="…and how many times the category's own type's weight it must reach"
+    )
+    city_level: list[CityLevelRule] = Field(
+        default_factory=list, description="categories handled at city level for the districts listed"
     )
 
 

@@ -196,7 +196,7 @@ def route(
             return Route(
                 city_unit,
                 [unit] if unit else [],
-                reason=f"{dname}的此类{label}事项由市级统一管理：市级{label}承办"
+                reason=f"市级统一管理：{dname}的此类事项由市级{label}承办"
                 + (f"，{unit.name}协办" if unit else ""),
                 rule="city_level",
             )
