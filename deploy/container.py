@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 
 from deploy.launcher import ALL, DEFAULT_PORTS, app_module
-from kit.http import SERVER_KEEPALIVE_SECONDS
+from kit.http import HTTP_PROTOCOL, SERVER_KEEPALIVE_SECONDS
 
 
 def port_of(name: str) -> int:
@@ -42,7 +42,7 @@ def serve_command(name: str) -> list[str]:
         "--loop",
         "uvloop",
         "--http",
-        "httptools",
+        HTTP_PROTOCOL,
     ]
 
 

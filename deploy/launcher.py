@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from kit.http import SERVER_KEEPALIVE_SECONDS
+from kit.http import HTTP_PROTOCOL, SERVER_KEEPALIVE_SECONDS
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = ("intake", "grading", "notify", "archive")
@@ -148,7 +148,7 @@ class Platform:
             "--loop",
             "uvloop",
             "--http",
-            "httptools",
+            HTTP_PROTOCOL,
         ]
         out = None
         if self.log_dir is not None:

@@ -32,6 +32,8 @@ async def _carry_context(request: httpx.Request) -> None:
 # gateway under load). The launcher and the containers start uvicorn with SERVER_KEEPALIVE_SECONDS.
 KEEPALIVE_SECONDS = 4.0
 SERVER_KEEPALIVE_SECONDS = 15
+# uvicorn's --http of every process: httptools, with a response's head and body in one send.
+HTTP_PROTOCOL = "kit.httpserver:HttpToolsProtocol"
 
 
 class _Stream(httpcore.AsyncNetworkStream):

@@ -164,6 +164,29 @@ class Outbox(BackgroundWorker):
             ]
         return rows
 
+    def text_rows(self, sealed: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+        """The outbox rows of events already serialised as (id, type, JSON text with its trace), for a
+        caller whose own INSERT takes JSON as text: the payload is not decoded and encoded again."""
+        now = self.clock()
+        rows = []
+        for event_id, event_type, payload in sealed:
+            destinations = self.routes.get(event_type, [])
+            if not destinations:
+                raise ValueError(f"no subscriber is configured for {event_type}")
+            rows += [
+                {
+                    "event_id": event_id,
+                    "event_type": event_type,
+                    "destination": dest,
+                    "payload": payload,
+                    "created_at": now,
+                    "next_attempt_at": now,
+                    "attempts": 0,
+                }
+                for dest in destinations
+            ]
+        return rows
+
     @property
     def poll_seconds(self) -> float:
         return self.settings.relay_poll_seconds

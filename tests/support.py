@@ -90,7 +90,17 @@ class ServerThread:
 
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan)
+        from kit.httpserver import HttpToolsProtocol
+
+        # The services' own HTTP protocol (kit.httpserver), so the suite runs through it as production does.
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan=lifespan,
+            http=HttpToolsProtocol,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

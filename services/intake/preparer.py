@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from typing import Any
 
+from kit.context import current_traceparent
 from services.intake import rules, service
 from services.intake.config import IntakeConfig
 from services.intake.pii import PiiVault
@@ -50,7 +51,7 @@ def prepare_items(
     return prepared, rejected
 
 
-def _in_worker(items: list[tuple[int, Any]], scope: str, now: datetime):
+def _in_worker(items: list[tuple[int, Any]], scope: str, now: datetime, trace: str | None):
     prepared, rejected = prepare_items(
         items,
         scope=scope,
@@ -59,6 +60,9 @@ def _in_worker(items: list[tuple[int, Any]], scope: str, now: datetime):
         vault=_WORKER["vault"],
         now=now,
     )
+    # The events too: building and serialising them is work the event loop need not do.
+    for p in prepared:
+        p.events = service.seal_events(p, trace=trace)
     # Exceptions do not pickle their own fields: send the rejections as plain tuples.
     return prepared, [(i, o.error.code, o.error.message, o.error.details) for i, o in rejected.items()]
 
@@ -87,10 +91,11 @@ class Preparer:
         """Futures of (prepared, rejected) per chunk, in order, prepared in the worker processes."""
         loop = asyncio.get_running_loop()
         pool = self._ensure()
+        trace = current_traceparent()
         futures = []
         for k in range(0, len(items), self.chunk):
             part = items[k : k + self.chunk]
-            futures.append(loop.run_in_executor(pool, _in_worker, part, scope, now))
+            futures.append(loop.run_in_executor(pool, _in_worker, part, scope, now, trace))
         return futures
 
     async def unpack(self, future) -> tuple[list[service.Prepared], dict[int, service.Outcome]]:

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Select, bindparam, func, insert, update
+from sqlalchemy import func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -46,6 +46,9 @@ class Prepared:
     index: int
     row: dict[str, Any]
     upload_ids: list[str] = field(default_factory=list)
+    # message.received as (id, type, JSON text), made where the message was prepared (a batch's worker
+    # process); None: made when stored.
+    events: list[tuple[str, str, str]] | None = None
 
     @property
     def natural_key(self) -> tuple[str, str] | None:
@@ -163,11 +166,11 @@ def prepare(
     return Prepared(index=index, row=row, upload_ids=upload_ids)
 
 
-def received_event(values: dict[str, Any]) -> MessageReceived:
+def received_event(values: dict[str, Any], *, trace: str | None = None) -> MessageReceived:
     """The message.received event grading consumes, from a message's column values."""
     return MessageReceived.build(
         source="intake",
-        trace=current_traceparent(),
+        trace=trace or current_traceparent(),
         data=MessageReceivedData(
             message_id=values["id"],
             tracking_code=values["tracking_code"],
@@ -272,9 +275,7 @@ async def store(
     for _ in range(3):  # a tracking-code collision (60 random bits) is retried with a new code
         if not pending:
             break
-        if one_statement and len(pending) == 1:
-            done = await _insert_with_events(conn, outbox, pending[0], now)
-        elif one_statement:
+        if one_statement:
             done = await _insert_many_with_events(conn, outbox, pending, now)
         else:
             result = await conn.execute(
@@ -292,6 +293,7 @@ async def store(
             else:
                 p.row["tracking_code"] = new_tracking_code()
                 p.row["id"] = str(uuid.uuid4())
+                p.events = None  # they named the old id and code
                 pending.append(p)
     if pending:
         raise AppError(500, "internal_error", "could not allocate tracking codes")
@@ -338,7 +340,14 @@ def _received_events(p: Prepared) -> list[MessageReceived]:
     return [received_event(p.row)] if p.row["citizen_status"] == CitizenStatus.received else []
 
 
-_ONE_STATEMENT: dict[tuple, Select] = {}
+def seal_events(p: Prepared, *, trace: str | None) -> list[tuple[str, str, str]]:
+    """`message.received` for a new message as (id, type, JSON text), unless screening held it back."""
+    if p.row["citizen_status"] != CitizenStatus.received:
+        return []
+    event = received_event(p.row, trace=trace)
+    return [(event.id, event.type, event.model_dump_json())]
+
+
 _OUTBOX_COLUMNS = (
     "event_id",
     "event_type",
@@ -351,60 +360,24 @@ _OUTBOX_COLUMNS = (
 _STEP_COLUMNS = ("at", "status", "text", "public", "actor")
 
 
-def _one_statement(outbox: Outbox, columns: tuple[str, ...], events: int) -> Select:
-    """INSERT a message and, from its RETURNING row, its timeline step and `events` outbox rows (one
-    statement, built once per shape); nothing is inserted when the message conflicts."""
-    key = (outbox.model.__tablename__, columns, events)
-    stmt = _ONE_STATEMENT.get(key)
-    if stmt is not None:
-        return stmt
-    message = (
-        postgresql.insert(_MESSAGE)
-        .values({c: bindparam(c, type_=_MESSAGE.c[c].type) for c in columns})
-        .on_conflict_do_nothing()
-        .returning(_MESSAGE.c.id)
-        .cte("m")
-    )
-    step = insert(_EVENT).from_select(
-        ["message_id", *_STEP_COLUMNS],
-        select(message.c.id, *(bindparam(f"e_{c}", type_=_EVENT.c[c].type) for c in _STEP_COLUMNS)),
-    )
-    table = outbox.model.__table__
-    rows = [
-        insert(table).from_select(
-            list(_OUTBOX_COLUMNS),
-            select(*(bindparam(f"o{i}_{c}", type_=table.c[c].type) for c in _OUTBOX_COLUMNS)).select_from(
-                message
-            ),
-        )
-        for i in range(events)
-    ]
-    ctes = [step.cte("e"), *(r.cte(f"o{i}") for i, r in enumerate(rows))]
-    stmt = _ONE_STATEMENT[key] = select(message.c.id).add_cte(*ctes)
-    return stmt
-
-
-async def _insert_with_events(conn, outbox: Outbox, p: Prepared, now: datetime) -> set[str]:
-    """Insert one message with its timeline step and outbox rows in one statement; the ids inserted."""
-    rows = outbox.rows(_received_events(p))
-    params = dict(p.row)
-    params.update({f"e_{k}": v for k, v in _timeline_row(p, now).items() if k != "message_id"})
-    for i, row in enumerate(rows):
-        params.update({f"o{i}_{k}": v for k, v in row.items()})
-    result = await conn.execute(_one_statement(outbox, tuple(p.row), len(rows)), params)
-    return {r[0] for r in result}
-
-
 _MANY_STATEMENTS: dict[tuple, tuple[str, list]] = {}
 
 
 def _from_arrays(
-    conn, table, columns: tuple[str, ...], first: int, *, join: bool = False, key: bool = False
+    conn,
+    table,
+    columns: tuple[str, ...],
+    first: int,
+    *,
+    join: bool = False,
+    key: bool = False,
+    as_text: tuple[str, ...] = (),
 ) -> tuple[str, list]:
     """`INSERT INTO table (columns) SELECT … FROM unnest($first::type[], …) AS u`, JSON travelling as
     text and cast; `key`: a leading message-id array that is not stored; `join`: only rows whose
-    `u.message_id` is among the inserted messages `m`. Also each array's bind processor, so that values
-    are stored as SQLAlchemy's own INSERT stores them."""
+    `u.message_id` is among the inserted messages `m`; `as_text`: JSON columns whose values come
+    serialised already. Also each array's bind processor, so that values are stored as SQLAlchemy's own
+    INSERT stores them."""
     dialect, quote = conn.dialect, conn.dialect.identifier_preparer.quote
     arrays = [("message_id", _EVENT.c.message_id)] if key else []
     arrays += [(c, table.c[c]) for c in columns]
@@ -422,7 +395,9 @@ def _from_arrays(
     )
     if join:
         sql += " JOIN m ON m.id = u.message_id"
-    return sql, [column.type._cached_bind_processor(dialect) for _, column in arrays]
+    return sql, [
+        None if name in as_text else column.type._cached_bind_processor(dialect) for name, column in arrays
+    ]
 
 
 def _many_statement(conn, outbox: Outbox, columns: tuple[str, ...]) -> tuple[str, list]:
@@ -437,7 +412,9 @@ def _many_statement(conn, outbox: Outbox, columns: tuple[str, ...]) -> tuple[str
         first = 1 + len(columns)
         timeline, proc_e = _from_arrays(conn, _EVENT, steps, first, join=True)
         first += len(steps)
-        boxed, proc_o = _from_arrays(conn, table, _OUTBOX_COLUMNS, first, join=True, key=True)
+        boxed, proc_o = _from_arrays(
+            conn, table, _OUTBOX_COLUMNS, first, join=True, key=True, as_text=("payload",)
+        )
         sql = (
             f"WITH m AS ({messages} ON CONFLICT DO NOTHING RETURNING id),"  # noqa: S608 — built above
             f" e AS ({timeline}), o AS ({boxed}) SELECT id FROM m"
@@ -452,9 +429,14 @@ async def _insert_many_with_events(conn, outbox: Outbox, prepared: list[Prepared
     parameter of a 250-row INSERT was the largest part of intake's CPU storing a batch."""
     columns = tuple(prepared[0].row)
     sql, processors = _many_statement(conn, outbox, columns)
-    events = [(p.row["id"], e) for p in prepared for e in _received_events(p)]
-    message_of = {e.id: message_id for message_id, e in events}
-    rows = outbox.rows([e for _, e in events])
+    trace = current_traceparent()
+    events = [
+        (p.row["id"], e)
+        for p in prepared
+        for e in (p.events if p.events is not None else seal_events(p, trace=trace))
+    ]
+    message_of = {e[0]: message_id for message_id, e in events}
+    rows = outbox.text_rows([e for _, e in events])
     boxed = [dict(row, message_id=message_of[row["event_id"]]) for row in rows]
     tables = (
         ([p.row for p in prepared], columns),
@@ -465,6 +447,10 @@ async def _insert_many_with_events(conn, outbox: Outbox, prepared: list[Prepared
     params = tuple(
         [proc(v) for v in values] if proc else values for values, proc in zip(arrays, processors, strict=True)
     )
+    if conn.sync_connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        # Outside a transaction nothing of SQLAlchemy's is needed: the driver runs the statement.
+        raw = await conn.get_raw_connection()
+        return {r[0] for r in await raw.driver_connection.fetch(sql, *params)}
     result = await conn.exec_driver_sql(sql, params)
     return {r[0] for r in result}
 
