@@ -140,36 +140,25 @@ class Outbox(BackgroundWorker):
 
     def rows(self, events: list[Event]) -> list[dict[str, Any]]:
         """The outbox rows of events, one per event and subscriber, for a caller's own INSERT."""
-        now = self.clock()
         trace = current_traceparent()
-        rows = []
+        payloads = []
         for ev in events:
-            destinations = self.routes.get(ev.type, [])
-            if not destinations:
-                raise ValueError(f"no subscriber is configured for {ev.type}")
             payload = ev.model_dump(mode="json")
             if not payload.get("trace"):
                 payload["trace"] = trace
-            rows += [
-                {
-                    "event_id": ev.id,
-                    "event_type": ev.type,
-                    "destination": dest,
-                    "payload": payload,
-                    "created_at": now,
-                    "next_attempt_at": now,
-                    "attempts": 0,
-                }
-                for dest in destinations
-            ]
-        return rows
+            payloads.append((ev.id, ev.type, payload))
+        return self._rows_of(payloads)
 
     def text_rows(self, sealed: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
         """The outbox rows of events already serialised as (id, type, JSON text with its trace), for a
         caller whose own INSERT takes JSON as text: the payload is not decoded and encoded again."""
+        return self._rows_of(sealed)
+
+    def _rows_of(self, payloads: list[tuple[str, str, Any]]) -> list[dict[str, Any]]:
+        """One row per (event id, type, payload) and subscriber of the type."""
         now = self.clock()
         rows = []
-        for event_id, event_type, payload in sealed:
+        for event_id, event_type, payload in payloads:
             destinations = self.routes.get(event_type, [])
             if not destinations:
                 raise ValueError(f"no subscriber is configured for {event_type}")
