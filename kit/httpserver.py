@@ -30,6 +30,10 @@ class JoiningTransport:
             self._loop.call_soon(self.flush)
         self._pending.append(data)
 
+    def writelines(self, chunks) -> None:
+        # Through write, or it would overtake what this step holds.
+        self.write(b"".join(chunks))
+
     def flush(self) -> None:
         """Send what this step wrote."""
         if not self._pending:
@@ -44,7 +48,8 @@ class JoiningTransport:
         self._transport.close()
 
     def __getattr__(self, name: str) -> Any:
-        # is_closing, get_extra_info, pause_reading, resume_reading, set_protocol …
+        # is_closing, get_extra_info, pause_reading, resume_reading, set_protocol … (uvicorn writes
+        # with write alone, and never half-closes)
         return getattr(self._transport, name)
 
 

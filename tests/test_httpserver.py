@@ -37,7 +37,7 @@ def test_the_writes_of_one_loop_step_leave_together_and_the_next_steps_on_their_
         raw = _Recorder()
         t = JoiningTransport(raw, asyncio.get_running_loop())
         t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
-        t.write(b"ok")
+        t.writelines([b"o", b"k"])
         held = list(raw.writes)  # nothing sent before the step ends
         await asyncio.sleep(0)
         first = list(raw.writes)
@@ -66,8 +66,11 @@ def test_closing_sends_what_is_held_first_and_nothing_goes_to_a_closed_transport
     assert sent == [b"last words"] and closed
     assert after == [b"last words"]
     # Everything else is the real transport's.
-    t = JoiningTransport(_Recorder(), asyncio.new_event_loop())
-    assert t.get_extra_info("peername") == ("127.0.0.1", 1)
+    loop = asyncio.new_event_loop()
+    try:
+        assert JoiningTransport(_Recorder(), loop).get_extra_info("peername") == ("127.0.0.1", 1)
+    finally:
+        loop.close()
 
 
 def _reads(port: int, path: str) -> list[bytes]:
