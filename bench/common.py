@@ -17,7 +17,7 @@ import psutil
 from bench.loadgen import LoadError
 from deploy.launcher import ALL, Platform
 from kit.http import KEEPALIVE_SECONDS, PoolTransport
-from tests.support import free_port
+from tests.support import free_ports
 
 PG_URL = os.environ.get("MINSHENG_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ def start_platform(*, postgres: bool = True, extra_env: dict[str, str] | None = 
     if models.is_dir():  # grading runs with the trained models `make run` prepares, when there are any
         shutil.copytree(models, var / "models")
     p = Platform(
-        ports={n: free_port() for n in ALL},
+        ports=free_ports(ALL),
         var_dir=var,
         pg_url=PG_URL if postgres else None,
         db_prefix=f"msbench_{secrets.token_hex(3)}",

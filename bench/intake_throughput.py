@@ -42,7 +42,7 @@ from services.intake.config import IntakeSettings, load_config
 from services.intake.pii import PiiVault
 from services.intake.screening import Screener
 from services.intake.service import prepare, received_event
-from tests.support import free_port
+from tests.support import free_ports
 
 API_KEY = {"X-API-Key": "demo-portal-key"}
 
@@ -242,7 +242,7 @@ def start(prefix: str, grading: str) -> Platform:
     var = Path(mkdtemp(prefix="minsheng-bench-intake-"))
     high = "100000000/minute"
     p = Platform(
-        ports={n: free_port() for n in ("intake", "grading", "notify", "archive", "gateway")},
+        ports=free_ports(("intake", "grading", "notify", "archive", "gateway")),
         var_dir=var,
         pg_url=PG_URL,
         db_prefix=prefix,

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from deploy.launcher import ALL, Platform, app_module, migrations_dir
 from kit.migrate import upgrade
-from tests.support import API_KEY, ServerThread, free_port
+from tests.support import API_KEY, ServerThread, free_ports
 
 PG_URL = os.environ.get("MINSHENG_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
 _SETTINGS_CLASS = {
@@ -138,7 +138,7 @@ def platform(tmp_path_factory, backend) -> Iterator[RunningPlatform]:
     """The gateway and four services as separate processes on free ports, on the backend under test."""
     var = tmp_path_factory.mktemp("platform")
     p = Platform(
-        ports={n: free_port() for n in ALL},
+        ports=free_ports(ALL),
         var_dir=var,
         pg_url=PG_URL if backend == "postgres" else None,
         db_prefix=f"mstest_{os.getpid()}_{secrets.token_hex(3)}",

@@ -22,6 +22,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(names) -> dict[str, int]:
+    """A free port for each name, all different: the sockets are held until every port is chosen (one
+    port after another, the kernel may hand out a port it just released, and two processes collide)."""
+    held = []
+    try:
+        for _ in names:
+            s = socket.socket()
+            held.append(s)
+            s.bind(("127.0.0.1", 0))
+        return {n: s.getsockname()[1] for n, s in zip(names, held, strict=True)}
+    finally:
+        for s in held:
+            s.close()
+
+
 def wait_until(
     check: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"
 ):

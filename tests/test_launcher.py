@@ -11,7 +11,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.support import free_port
+from tests.support import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ("gateway", "intake", "grading", "notify", "archive")
@@ -27,7 +27,7 @@ def _ignore_sigint() -> None:
 def test_the_launcher_runs_the_platform_and_ctrl_c_stops_every_process(tmp_path):
     """Started as a background job is (SIGINT ignored, so no KeyboardInterrupt), the launcher still
     stops on the Ctrl-C its process group gets, and restarts none of the services that Ctrl-C ended."""
-    ports = {n: free_port() for n in NAMES}
+    ports = free_ports(NAMES)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MINSHENG_", "GATEWAY_", "INTAKE_"))}
     env.update({f"{n.upper()}_PORT": str(p) for n, p in ports.items()})
     env.update(MINSHENG_VAR_DIR=str(tmp_path / "var"), MINSHENG_LOG_LEVEL="WARNING")

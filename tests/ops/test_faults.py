@@ -22,7 +22,7 @@ import pytest
 from deploy.launcher import ALL, SERVICES, Platform
 from kit.settings import REPO_ROOT
 from tests.ops.pgcluster import PrivateCluster
-from tests.support import API_KEY, free_port, message, wait_until
+from tests.support import API_KEY, free_ports, message, wait_until
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("MINSHENG_TEST_DB", "sqlite") != "postgres",
@@ -57,7 +57,7 @@ def chaos_platform(tmp_path):
         relay[f"{name.upper()}_RELAY_BACKOFF_BASE_SECONDS"] = "0.2"
         relay[f"{name.upper()}_RELAY_BACKOFF_MAX_SECONDS"] = "2"
     platform = Platform(
-        ports={n: free_port() for n in ALL},
+        ports=free_ports(ALL),
         var_dir=tmp_path,
         pg_url=cluster.url,
         db_prefix=f"msfault_{secrets.token_hex(3)}",
